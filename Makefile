@@ -1,0 +1,28 @@
+# photo-sync: `make demo` runs the main job on a fresh machine, `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+BENCH_PHOTOS ?= 1000
+
+.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench wheels clean
+
+help:
+	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
+	@echo "make test   - every test: pytest against real services, lint, molecule scenarios"
+	@echo "make bench  - benchmarks against peers (BENCH_PHOTOS=$(BENCH_PHOTOS))"
+	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
+
+bootstrap:
+	scripts/bootstrap.sh test,fleet
+
+test: bootstrap
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo-local: bootstrap
+	$(PY) -m photo_sync.demo
+
+demo: demo-local
+
+clean:
+	rm -rf build dist .pytest_cache

@@ -1,0 +1,102 @@
+"""Settings from the environment or a KEY=VALUE file; the environment wins.
+
+The file format is the one systemd's EnvironmentFile= reads, so one file
+serves the unit and `--config` alike.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and what to do."""
+
+
+def read_env_file(path: str | os.PathLike) -> dict[str, str]:
+    """Parse KEY=VALUE lines (comments, blank lines, optional quotes, `export `)."""
+    values: dict[str, str] = {}
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not key.replace("_", "").isalnum():
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line[:40]!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+class Settings:
+    """Prefixed settings: `Settings("PHOTO_SYNC_EDGE_", config_file).get("STORE_ID")`."""
+
+    def __init__(self, prefix: str, config_file: str | None = None,
+                 environ: dict[str, str] | None = None, overrides: dict | None = None):
+        self.prefix = prefix
+        self._values: dict[str, str] = {}
+        if config_file:
+            self._values.update(read_env_file(config_file))
+        env = os.environ if environ is None else environ
+        self._values.update({k: v for k, v in env.items() if k.startswith(prefix)})
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                self._values[prefix + key] = str(value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        value = self._values.get(self.prefix + name)
+        return default if value in (None, "") else value
+
+    def require(self, name: str, hint: str = "") -> str:
+        value = self.get(name)
+        if value is None:
+            more = f" ({hint})" if hint else ""
+            raise ConfigError(f"{self.prefix}{name} is not set{more}: set it in the "
+                              "environment or in the file given with --config")
+        return value
+
+    def get_int(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{self.prefix}{name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{self.prefix}{name}={value} is below the minimum {minimum}")
+        return value
+
+    def get_float(self, name: str, default: float, minimum: float = 0.0,
+                  maximum: float | None = None) -> float:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{self.prefix}{name}={raw!r} is not a number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise ConfigError(f"{self.prefix}{name}={value} is outside {minimum}..{maximum}")
+        return value
+
+    def get_bool(self, name: str, default: bool) -> bool:
+        raw = self.get(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{self.prefix}{name}={raw!r} is not true or false")

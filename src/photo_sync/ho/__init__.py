@@ -1,0 +1,1 @@
+"""Head-office side: the sync API, its catalog, storage and CLI."""

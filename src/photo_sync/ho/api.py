@@ -1,0 +1,250 @@
+"""The sync API, v1: token, photo feed, download, status reports, health, OpenAPI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from photo_sync import protocol
+from photo_sync.ho import auth, catalog
+from photo_sync.ho.errors import APIError
+from photo_sync.ho.openapi import spec
+from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
+
+bp = Blueprint("api_v1", __name__, url_prefix=protocol.API_PREFIX)
+
+MAX_OFFSET = 10**9
+MAX_ERROR_TEXT = 4000
+
+
+def _ext():
+    return current_app.extensions["photo_sync"]
+
+
+def _bad(code: str, detail: str) -> APIError:
+    return APIError(400, code, detail)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        raise _bad(f"invalid_{name}", f"{name} must be a whole number from {low} to {high}")
+    value = int(raw)
+    if not low <= value <= high:
+        raise _bad(f"invalid_{name}", f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def parse_datetime(raw: str, field: str) -> dt.datetime:
+    """An ISO 8601 time; naive times are UTC."""
+    try:
+        if len(raw) > 40:
+            raise ValueError
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except (ValueError, TypeError):
+        raise _bad(f"invalid_{field}", f"{field} must be an ISO 8601 time, "
+                   "e.g. 2026-02-03T10:00:00Z") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    if not 1970 <= value.astimezone(dt.timezone.utc).year <= 9998:
+        raise _bad(f"invalid_{field}", f"{field} is out of range")
+    return value
+
+
+def _photo_uuid(raw: str) -> uuid.UUID:
+    try:
+        return protocol.parse_uuid(raw)
+    except ValueError:
+        raise _bad("invalid_photo_id", "photo id must be a UUID") from None
+
+
+def photo_json(row: dict) -> dict:
+    base = current_app.config.get("PUBLIC_IMAGE_BASE") or ""
+    object_key = row["object_key"]
+    url = f"{base.rstrip('/')}/{object_key}" if base else _ext().storage.public_url(object_key)
+    return {
+        "id": str(row["id"]),
+        "product_id": str(row["product_id"]),
+        "object_key": object_key,
+        "filename": row["filename"],
+        "size": row["size"],
+        "content_type": row["content_type"],
+        "checksum": row["checksum"],
+        "checksum_sha256": row["checksum_sha256"],
+        "version": row["version"],
+        "is_primary": row["is_primary"],
+        "sort_order": row["sort_order"],
+        "updated_at": row["updated_at"].isoformat(),
+        "image_url": f"{url}?v={protocol.cache_buster(row['checksum'])}",
+        "deleted": row["deleted_at"] is not None,
+    }
+
+
+@bp.post("/auth/token/")
+def token():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise _bad("invalid_body", 'expected a JSON object {"store_id": ..., "secret": ...}')
+    store_id, secret = body.get("store_id"), body.get("secret")
+    if not isinstance(store_id, str) or not isinstance(secret, str) or not secret:
+        raise _bad("invalid_body", "store_id and secret must be strings")
+    if len(secret) > 512:
+        raise _bad("invalid_body", "secret is too long")
+    try:
+        store_uuid = protocol.parse_uuid(store_id)
+    except ValueError:
+        raise _bad("invalid_store_id", "store_id must be a UUID") from None
+    with _ext().pool.connection() as conn:
+        store = catalog.get_store(conn, store_uuid)
+    if store is None or not store["active"] or not catalog.verify_secret(
+            secret, store["secret_hash"]):
+        raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
+    ttl = current_app.config["TOKEN_TTL"]
+    access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
+    return jsonify(access=access, token_type="Bearer", expires_in=ttl)
+
+
+@bp.get("/sync/product-photos/")
+@auth.store_required
+def list_photos():
+    auth.check_store_param(request.args.get("store_id"))
+    limit = _int_arg("limit", protocol.LIST_LIMIT_DEFAULT, 1, protocol.LIST_LIMIT_MAX)
+    offset = _int_arg("offset", 0, 0, MAX_OFFSET)
+    raw_since = request.args.get("since") or None
+    raw_cursor = request.args.get("cursor")
+    since = parse_datetime(raw_since, "since") if raw_since else None
+    after_seq = None
+    if raw_cursor is not None:
+        try:
+            after_seq = protocol.decode_cursor(raw_cursor)
+        except ValueError:
+            raise _bad("invalid_cursor", "cursor is not one this API issued; start over "
+                       "without a cursor") from None
+        if offset or since:
+            raise _bad("conflicting_parameters", "cursor cannot be combined with offset or since")
+    with _ext().pool.connection() as conn:
+        page = catalog.list_changes(conn, limit=limit, after_seq=after_seq, offset=offset,
+                                    since=since)
+    return jsonify(
+        photos=[photo_json(row) for row in page.photos],
+        total=page.total,
+        has_more=page.has_more,
+        next_offset=page.next_offset,
+        next_cursor=protocol.encode_cursor(page.next_seq),
+    )
+
+
+@bp.get("/sync/product-photos/<photo_id>/download/")
+@auth.store_required
+def download(photo_id: str):
+    auth.check_store_param(request.args.get("store_id"))
+    photo_uuid = _photo_uuid(photo_id)
+    with _ext().pool.connection() as conn:
+        row = catalog.get_photo(conn, photo_uuid)
+    if row is None or row["deleted_at"] is not None:
+        raise APIError(404, "not_found", f"photo {photo_uuid} does not exist or was deleted")
+    etag = row["checksum"]
+    headers = {
+        protocol.HEADER_CHECKSUM: row["checksum"],
+        protocol.HEADER_VERSION: str(row["version"]),
+        "Cache-Control": "private, max-age=0, must-revalidate",
+    }
+    if row["checksum_sha256"]:
+        headers[protocol.HEADER_CHECKSUM_SHA256] = row["checksum_sha256"]
+    if request.if_none_match.contains(etag):
+        response = Response(status=304, headers=headers)
+        response.set_etag(etag)
+        return response
+    try:
+        size, chunks = _ext().storage.open(row["object_key"])
+    except ObjectMissing:
+        raise APIError(404, "object_missing", f"photo {photo_uuid} is in the catalog but its "
+                       "bytes are missing from storage; re-import it at HO") from None
+    headers["Content-Length"] = str(size)
+    response = Response(chunks, mimetype=row["content_type"], headers=headers,
+                        direct_passthrough=True)
+    response.set_etag(etag)
+    return response
+
+
+def _validate_report_item(index: int, item) -> dict:
+    where = f"sync_batch[{index}]"
+    if not isinstance(item, dict):
+        raise _bad("invalid_body", f"{where} must be an object")
+    try:
+        photo_uuid = protocol.parse_uuid(item.get("photo_id"))
+    except ValueError:
+        raise _bad("invalid_body", f"{where}.photo_id must be a UUID") from None
+    status = item.get("status")
+    if status not in protocol.REPORT_STATUSES:
+        raise _bad("invalid_body", f"{where}.status must be one of "
+                   f"{', '.join(protocol.REPORT_STATUSES)}")
+    version = item.get("version", 0)
+    if version is None:
+        version = 0
+    if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**31:
+        raise _bad("invalid_body", f"{where}.version must be a non-negative integer")
+    synced_at = item.get("synced_at")
+    if synced_at is not None:
+        if not isinstance(synced_at, str):
+            raise _bad("invalid_body", f"{where}.synced_at must be an ISO 8601 string or null")
+        synced_at = parse_datetime(synced_at, "synced_at")
+    error = item.get("error")
+    if error is not None and not isinstance(error, str):
+        raise _bad("invalid_body", f"{where}.error must be a string or null")
+    if error is not None:
+        error = error[:MAX_ERROR_TEXT].replace("\x00", "")
+    return {"photo_id": photo_uuid, "status": status, "version": version,
+            "synced_at": synced_at, "error": error}
+
+
+@bp.post("/sync/product-photos/status/")
+@auth.store_required
+def report_status():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise _bad("invalid_body", 'expected a JSON object {"store_id": ..., "sync_batch": [...]}')
+    store_id = auth.check_store_param(body.get("store_id"))
+    batch = body.get("sync_batch")
+    if not isinstance(batch, list):
+        raise _bad("invalid_body", "sync_batch must be a list")
+    if len(batch) > protocol.REPORT_BATCH_MAX:
+        raise APIError(413, "batch_too_large",
+                       f"at most {protocol.REPORT_BATCH_MAX} items per report; send several")
+    items = [_validate_report_item(i, item) for i, item in enumerate(batch)]
+    # The last word on a photo within one batch wins, as if sent one by one.
+    latest = {}
+    for item in items:
+        latest[item["photo_id"]] = item
+    with _ext().pool.connection() as conn:
+        catalog.record_statuses(conn, store_id, list(latest.values()))
+    return jsonify(message=f"recorded {len(items)} status reports", count=len(items))
+
+
+@bp.get("/health/")
+def health():
+    ext = _ext()
+    result = {"catalog": {"ok": True}, "storage": {"ok": True}}
+    try:
+        with ext.pool.connection(timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means "not ready"; the detail says which
+        result["catalog"] = {"ok": False, "detail": type(exc).__name__}
+    try:
+        ext.storage.check()
+    except StorageUnavailable as exc:
+        result["storage"] = {"ok": False, "detail": str(exc)[:200]}
+    ok = result["catalog"]["ok"] and result["storage"]["ok"]
+    result["status"] = "ok" if ok else "degraded"
+    response = jsonify(result)
+    response.status_code = 200 if ok else 503
+    return response
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(spec(request.host_url.rstrip("/")))

@@ -1,0 +1,65 @@
+"""JSON errors for every failure: `{"error": "<code>", "detail": "<text>"}`, never an HTML page."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+import psycopg_pool
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from photo_sync.ho.storage import StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def error_response(status: int, code: str, detail: str, headers: dict | None = None):
+    response = jsonify(error=code, detail=detail)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(APIError)
+    def _api_error(exc: APIError):
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_").replace("'", "")
+        response = error_response(exc.code or 500, code, exc.description or exc.name)
+        if exc.code == 405 and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(StorageUnavailable)
+    def _storage_down(exc: StorageUnavailable):
+        log.warning("storage unavailable: %s", exc)
+        return error_response(503, "storage_unavailable",
+                              "the photo store (S3) is not answering; retry later",
+                              {"Retry-After": "30"})
+
+    @app.errorhandler(psycopg.OperationalError)
+    @app.errorhandler(psycopg_pool.PoolTimeout)
+    def _catalog_down(exc: Exception):
+        log.warning("catalog unavailable: %s", exc)
+        return error_response(503, "catalog_unavailable",
+                              "the HO catalog database is not answering; retry later",
+                              {"Retry-After": "30"})
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "unexpected server error; see the HO log")

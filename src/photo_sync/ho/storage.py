@@ -1,0 +1,108 @@
+"""Photo bytes in MinIO (or any S3 server), through the MinIO SDK.
+
+Downloads are streamed chunk by chunk: a worker never holds a whole photo.
+The S3 ETag is never used as a checksum (multipart uploads make it something
+else); checksums come from the catalog.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+CHUNK_SIZE = 256 * 1024
+
+
+class StorageUnavailable(Exception):
+    """The S3 server cannot be reached or refused the request."""
+
+
+class ObjectMissing(Exception):
+    """The catalog names an object the S3 server does not have."""
+
+
+def _is_missing(exc: S3Error) -> bool:
+    return exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
+
+
+class Storage:
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool = False, region: str = "us-east-1", pool_size: int = 32):
+        # Short connect timeout and no SDK retry loop: an S3 outage turns into a
+        # prompt 503 that the edge retries, not a worker stuck for a minute.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=3.0, read=30.0),
+            maxsize=pool_size,
+            retries=urllib3.Retry(total=1, connect=1, read=0, backoff_factor=0.1,
+                                  status_forcelist=()),
+        )
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.secure = secure
+        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
+                             secure=secure, region=region, http_client=http)
+
+    @classmethod
+    def from_settings(cls, settings) -> "Storage":
+        return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
+                   settings.s3_bucket, settings.s3_secure, settings.s3_region)
+
+    def public_url(self, object_key: str) -> str:
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.endpoint}/{self.bucket}/{object_key}"
+
+    def ensure_bucket(self) -> bool:
+        """Create the bucket when missing; True when it was created."""
+        try:
+            if self._client.bucket_exists(self.bucket):
+                return False
+            self._client.make_bucket(self.bucket)
+            return True
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"cannot create bucket {self.bucket}: {exc}") from exc
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the bucket answers."""
+        try:
+            if not self._client.bucket_exists(self.bucket):
+                raise StorageUnavailable(f"bucket {self.bucket} does not exist")
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
+
+    def open(self, object_key: str) -> tuple[int, Iterator[bytes]]:
+        """(size, chunks) of an object; the chunks stream from S3 and release the connection."""
+        try:
+            response = self._client.get_object(self.bucket, object_key)
+        except S3Error as exc:
+            if _is_missing(exc):
+                raise ObjectMissing(object_key) from exc
+            raise StorageUnavailable(f"S3 GET {object_key}: {exc.code}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
+        size = int(response.headers.get("Content-Length", "0"))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.stream(CHUNK_SIZE)
+            finally:
+                response.close()
+                response.release_conn()
+
+        return size, chunks()
+
+    def put(self, object_key: str, data: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(self.bucket, object_key, io.BytesIO(data), len(data),
+                                    content_type=content_type)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"S3 PUT {object_key}: {exc}") from exc
+
+    def remove(self, object_key: str) -> None:
+        try:
+            self._client.remove_object(self.bucket, object_key)
+        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageUnavailable(f"S3 DELETE {object_key}: {exc}") from exc

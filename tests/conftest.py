@@ -1,0 +1,137 @@
+"""The real test bed: PostgreSQL, SeaweedFS S3 and the HO API under gunicorn, on loopback.
+
+Session-scoped services; each test module that changes the catalog asks for
+its own HO stack (a fresh database, bucket and gunicorn) with `ho_stack()`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import requests
+
+from photo_sync import testbed
+from photo_sync.protocol import API_PREFIX
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def bed_root():
+    root = testbed.tempdir("photo-sync-tests-")
+    yield root
+    if not os.environ.get("PHOTO_SYNC_KEEP_TESTBED"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg(bed_root):
+    cluster = testbed.PostgresCluster(bed_root / "pg").start()
+    yield cluster
+    cluster.stop("immediate")
+
+
+@pytest.fixture(scope="session")
+def s3(bed_root):
+    server = testbed.SeaweedS3(bed_root / "s3").start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class HOStack:
+    """One HO: catalog database, bucket, gunicorn, and helpers to drive it like an operator."""
+
+    name: str
+    env: dict
+    server: testbed.HOServer
+    root: Path
+    stores: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def api(self) -> str:
+        return self.server.url + API_PREFIX
+
+    @property
+    def database_url(self) -> str:
+        return self.env["PHOTO_SYNC_HO_DATABASE_URL"]
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True):
+        result = subprocess.run([str(BIN / "photo-sync-ho"), *args], env={**os.environ, **self.env},
+                                capture_output=True, text=True, input=input, timeout=300)
+        if check and result.returncode != 0:
+            raise AssertionError(f"photo-sync-ho {' '.join(args)} failed "
+                                 f"({result.returncode}): {result.stderr}")
+        return result
+
+    def import_dir(self, directory: Path) -> str:
+        return self.cli("import", str(directory)).stdout
+
+    def add_store(self, name: str = "store") -> tuple[str, str]:
+        store_id = str(uuid.uuid4())
+        secret = self.cli("store", "add", store_id, "--name", name).stdout.split()[-1]
+        self.stores[store_id] = secret
+        return store_id, secret
+
+    def token(self, store_id: str, secret: str | None = None) -> str:
+        response = requests.post(f"{self.api}/auth/token/", timeout=10, json={
+            "store_id": store_id, "secret": secret or self.stores[store_id]})
+        response.raise_for_status()
+        return response.json()["access"]
+
+    def session(self, store_id: str) -> requests.Session:
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {self.token(store_id)}"
+        return s
+
+    def catalog(self):
+        from photo_sync.ho import catalog
+        return catalog.connect(self.database_url, autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def ho_stack(pg, s3, bed_root):
+    """Factory: `ho_stack("name")` -> a fresh HOStack; all stopped at the end of the session."""
+    stacks: list[HOStack] = []
+
+    def make(name: str, workers: int = 2, threads: int = 8, extra_env: dict | None = None):
+        db = f"ho_{name}_{len(stacks)}"
+        url = pg.create_db(db)
+        env = testbed.ho_environment(url, s3, bucket=f"photos-{name}-{len(stacks)}".lower()
+                                     .replace("_", "-"))
+        env.update(extra_env or {})
+        root = bed_root / db
+        root.mkdir()
+        stack = HOStack(name, env, testbed.HOServer(root, env, workers, threads), root)
+        stack.cli("init-db")
+        stack.server.start()
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.server.stop()
+
+
+@pytest.fixture(scope="session")
+def photo_factory(bed_root):
+    """Factory: `photo_factory(count, seed)` -> a folder of real JPEGs (per-product folders)."""
+    counter = iter(range(10**6))
+
+    def make(count: int, seed: int = 1, **kwargs) -> Path:
+        folder = bed_root / "photos" / f"set-{next(counter)}"
+        testbed.make_photo_set(folder, count, seed=seed, **kwargs)
+        return folder
+
+    return make
