@@ -1,0 +1,266 @@
+"""The edge's HTTP client for the HO sync API.
+
+One pooled session shared by the download threads; retries with exponential
+backoff and jitter on connection errors and 5xx; honours 429 Retry-After;
+renews the token once on a 401. When HO stays unreachable the run is
+aborted (HOUnreachable) rather than marking every photo failed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from photo_sync import __version__, protocol
+from photo_sync.protocol import Checksums
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256 * 1024
+MAX_RETRY_AFTER = 120.0
+
+
+class HOError(Exception):
+    """HO answered, but not with what we asked for (a 4xx about this request)."""
+
+    def __init__(self, status: int, code: str, detail: str):
+        super().__init__(f"HTTP {status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class HOUnreachable(Exception):
+    """HO cannot be reached, keeps failing, or refuses this store's credentials."""
+
+
+class VerificationError(Exception):
+    """The bytes received do not match the checksums HO gave for them."""
+
+
+class RateLimiter:
+    """A bandwidth cap shared by all download threads (bytes per second; 0 = none)."""
+
+    def __init__(self, rate: int, burst_seconds: float = 0.25):
+        self.rate = rate
+        self.burst = burst_seconds
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def acquire(self, nbytes: int) -> None:
+        if self.rate <= 0:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now - self.burst)
+            self._next = start + nbytes / self.rate
+            wait = self._next - now - self.burst
+        if wait > 0:
+            time.sleep(wait)
+
+
+@dataclass
+class Download:
+    data: bytes
+    checksum: str
+    checksum_sha256: str | None
+    version: int
+    content_type: str
+
+
+def _retry_after(response: requests.Response, default: float) -> float:
+    value = response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        seconds = (parsed.timestamp() - time.time()) if parsed else default
+    return max(0.0, min(seconds, MAX_RETRY_AFTER))
+
+
+def _error_of(response: requests.Response) -> HOError:
+    try:
+        body = response.json()
+        code, detail = str(body.get("error", "error")), str(body.get("detail", ""))
+    except ValueError:
+        code, detail = "error", response.text[:200]
+    return HOError(response.status_code, code, detail)
+
+
+class HOClient:
+    def __init__(self, base_url: str, store_id: str, secret: str, *, timeout: float = 60.0,
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 15.0,
+                 pool_size: int = 16, limiter: RateLimiter | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.api = self.base_url + protocol.API_PREFIX
+        self.store_id = store_id
+        self._secret = secret
+        self.timeout = (min(10.0, timeout), timeout)
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.limiter = limiter or RateLimiter(0)
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = f"photo-sync-edge/{__version__}"
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.session.close()
+
+    # Auth -------------------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        """Get a fresh token; HOUnreachable when HO refuses the credentials."""
+        response = self._send("POST", "/auth/token/", authenticated=False,
+                              json={"store_id": self.store_id, "secret": self._secret})
+        if response.status_code == 401:
+            raise HOUnreachable(
+                f"HO at {self.base_url} refused the credentials of store {self.store_id}: "
+                "check PHOTO_SYNC_EDGE_STORE_ID and PHOTO_SYNC_EDGE_STORE_SECRET "
+                "(is the store registered and active at HO?)")
+        if response.status_code != 200:
+            raise HOUnreachable(f"HO at {self.base_url} did not issue a token: "
+                                f"{_error_of(response)}")
+        self._token = response.json()["access"]
+
+    def _auth_header(self) -> dict:
+        with self._token_lock:
+            if self._token is None:
+                self.authenticate()
+            return {"Authorization": f"Bearer {self._token}"}
+
+    def _renew(self, stale: dict) -> None:
+        with self._token_lock:
+            if stale.get("Authorization") == f"Bearer {self._token}":
+                self.authenticate()
+
+    # Transport --------------------------------------------------------------------------
+
+    def _sleep_backoff(self, attempt: int) -> None:
+        delay = min(self.max_backoff, self.backoff * 2 ** attempt)
+        time.sleep(delay * (0.5 + random.random() / 2))
+
+    def _send(self, method: str, path: str, *, authenticated: bool = True, stream=False,
+              **kwargs) -> requests.Response:
+        """One request with the retry policy; returns any response that is not retried."""
+        url = self.api + path
+        renewed = False
+        attempt = 0
+        while True:
+            headers = dict(kwargs.pop("headers", None) or {})
+            if authenticated:
+                auth = self._auth_header()
+                headers.update(auth)
+            try:
+                response = self.session.request(method, url, headers=headers, stream=stream,
+                                                timeout=self.timeout, **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt >= self.retries:
+                    raise HOUnreachable(f"cannot reach HO API at {self.base_url} "
+                                        f"({type(exc).__name__}) after {attempt + 1} tries: "
+                                        "check PHOTO_SYNC_EDGE_HO_URL and the WAN link") from None
+                self._sleep_backoff(attempt)
+                attempt += 1
+                continue
+            status = response.status_code
+            if status == 401 and authenticated and not renewed:
+                response.close()
+                renewed = True
+                self._renew(auth)
+                continue
+            if status == 429 or status >= 500:
+                if attempt >= self.retries:
+                    error = _error_of(response)
+                    response.close()
+                    raise HOUnreachable(f"HO API at {self.base_url} keeps answering {status} "
+                                        f"({error.code}) after {attempt + 1} tries")
+                wait = _retry_after(response, self.backoff * 2 ** attempt) if status in (
+                    429, 503) and "Retry-After" in response.headers else None
+                response.close()
+                if wait is not None:
+                    time.sleep(wait)
+                else:
+                    self._sleep_backoff(attempt)
+                attempt += 1
+                continue
+            if status == 401 and authenticated:
+                raise HOUnreachable(f"HO at {self.base_url} refuses this store's token: "
+                                    "is the store disabled or its secret rotated?")
+            return response
+
+    # API --------------------------------------------------------------------------------
+
+    def list_page(self, *, cursor: str | None = None, limit: int = 500, offset: int = 0,
+                  since: str | None = None) -> dict:
+        params = {"store_id": self.store_id, "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        else:
+            params["offset"] = offset
+            if since:
+                params["since"] = since
+        response = self._send("GET", "/sync/product-photos/", params=params)
+        if response.status_code != 200:
+            raise HOUnreachable(f"HO refused the photo list: {_error_of(response)}")
+        return response.json()
+
+    def download(self, photo_id: str) -> Download:
+        """The verified bytes of a photo. HOError for 4xx; VerificationError for bad bytes."""
+        for attempt in range(self.retries + 1):
+            response = self._send("GET", f"/sync/product-photos/{photo_id}/download/",
+                                  params={"store_id": self.store_id}, stream=True)
+            try:
+                if response.status_code != 200:
+                    raise _error_of(response)
+                sums = Checksums()
+                chunks = []
+                for chunk in response.iter_content(CHUNK_SIZE):
+                    self.limiter.acquire(len(chunk))
+                    sums.update(chunk)
+                    chunks.append(chunk)
+            except (requests.ConnectionError, requests.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
+                # The body broke off: try the whole photo again.
+                if attempt >= self.retries:
+                    raise HOUnreachable(f"download of photo {photo_id} keeps breaking off "
+                                        f"({type(exc).__name__})") from None
+                self._sleep_backoff(attempt)
+                continue
+            finally:
+                response.close()
+            headers = response.headers
+            expected_md5 = headers.get(protocol.HEADER_CHECKSUM, "").lower()
+            expected_sha = headers.get(protocol.HEADER_CHECKSUM_SHA256, "").lower() or None
+            if not expected_md5:
+                raise VerificationError("HO sent no X-Checksum header")
+            if sums.md5 != expected_md5:
+                raise VerificationError(f"MD5 mismatch: got {sums.md5}, HO says {expected_md5} "
+                                        f"({sums.size} bytes received)")
+            if expected_sha and sums.sha256 != expected_sha:
+                raise VerificationError(f"SHA-256 mismatch: got {sums.sha256[:16]}..., "
+                                        f"HO says {expected_sha[:16]}...")
+            try:
+                version = int(headers.get(protocol.HEADER_VERSION, ""))
+            except ValueError:
+                raise VerificationError("HO sent no valid X-Version header") from None
+            return Download(b"".join(chunks), sums.md5, expected_sha, version,
+                            headers.get("Content-Type", "application/octet-stream"))
+        raise AssertionError("unreachable")
+
+    def report(self, batch: list[dict]) -> int:
+        response = self._send("POST", "/sync/product-photos/status/",
+                              json={"store_id": self.store_id, "sync_batch": batch})
+        if response.status_code != 200:
+            raise _error_of(response)
+        return int(response.json().get("count", len(batch)))

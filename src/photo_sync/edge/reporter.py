@@ -1,0 +1,53 @@
+"""Deliver queued per-photo outcomes (the outbox) to HO in batches. HO down loses nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from photo_sync import protocol
+from photo_sync.edge.client import HOClient
+from photo_sync.edge.settings import EdgeSettings
+from photo_sync.edge.store import EdgeStore
+
+BATCH = 500
+
+
+@dataclass
+class ReportResult:
+    reported: int
+    pending: int
+
+    @property
+    def changed(self) -> bool:
+        return self.reported > 0
+
+
+def deliver(settings: EdgeSettings, dry_run: bool = False, client: HOClient | None = None
+            ) -> ReportResult:
+    store = EdgeStore(settings.database_url, settings.table)
+    own_client = client is None
+    client = client or HOClient(settings.ho_url, settings.store_id, settings.store_secret,
+                                timeout=settings.timeout, retries=settings.retries)
+    reported = 0
+    try:
+        store.check_schema()
+        if dry_run:
+            return ReportResult(0, store.pending_report_count())
+        batch_size = min(BATCH, protocol.REPORT_BATCH_MAX)
+        while True:
+            rows = store.pending_reports(batch_size)
+            if not rows:
+                break
+            client.report([{
+                "photo_id": str(r["photo_id"]), "status": r["status"], "version": r["version"],
+                "synced_at": r["synced_at"].isoformat() if r["synced_at"] else None,
+                "error": r["error"]} for r in rows])
+            store.drop_reports(rows)
+            reported += len(rows)
+            if len(rows) < batch_size:
+                break
+        return ReportResult(reported, store.pending_report_count())
+    finally:
+        store.close()
+        if own_client:
+            client.close()
