@@ -48,7 +48,8 @@ class Settings:
         if config_file:
             self._values.update(read_env_file(config_file))
         env = os.environ if environ is None else environ
-        self._values.update({k: v for k, v in env.items() if k.startswith(prefix)})
+        # An empty variable counts as unset, so it never blanks out the file's value.
+        self._values.update({k: v for k, v in env.items() if k.startswith(prefix) and v != ""})
         for key, value in (overrides or {}).items():
             if value is not None:
                 self._values[prefix + key] = str(value)
