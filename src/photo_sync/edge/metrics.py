@@ -39,7 +39,8 @@ def render(summary, status: dict) -> str:
     metric("photo_sync_bytes_held", "Bytes of photos held in the store database.",
            status["bytes_held"])
     if status["lag_seconds"] is not None:
-        metric("photo_sync_lag_seconds", "Seconds since a run last completed.", status["lag_seconds"])
+        metric("photo_sync_lag_seconds", "Seconds since a run last completed.",
+               status["lag_seconds"])
     metric("photo_sync_pending_reports", "Status reports not yet delivered to HO.",
            status["pending_reports"])
     return "\n".join(lines) + "\n"

@@ -72,7 +72,8 @@ class EdgeStore:
             f"INSERT INTO {t} AS p (id, product_id, object_key, filename, size, content_type, "
             "checksum, version, is_primary, sort_order, updated_at, sync_status, sync_error) "
             "VALUES (%s, %s, %s, %s, NULL, %s, NULL, NULL, %s, %s, %s, 'failed', %s) "
-            "ON CONFLICT (id) DO UPDATE SET sync_status = 'failed', sync_error = EXCLUDED.sync_error")
+            "ON CONFLICT (id) DO UPDATE SET sync_status = 'failed', "
+            "sync_error = EXCLUDED.sync_error")
 
     def close(self) -> None:
         self.conn.close()
@@ -106,7 +107,8 @@ class EdgeStore:
         checked in the database, so a reset status does not force a download."""
         rows = self.conn.execute(
             f"SELECT id, product_id, object_key, filename, size, content_type, checksum, version, "
-            "is_primary, sort_order, updated_at, sync_status, image_binary IS NOT NULL AS has_bytes, "
+            "is_primary, sort_order, updated_at, sync_status, "
+            "image_binary IS NOT NULL AS has_bytes, "
             "CASE WHEN sync_status IS DISTINCT FROM 'synced' AND image_binary IS NOT NULL "
             f"THEN md5(image_binary) END AS stored_md5 FROM {self._t} WHERE id = ANY(%s)",
             (ids,)).fetchall()
@@ -285,6 +287,7 @@ class EdgeStore:
             "pending_reports": self.pending_report_count(),
             "failures": [{"photo_id": str(r["id"]), "error": r["sync_error"]} for r in failures],
             "last_runs": [{**r, "started_at": r["started_at"].isoformat(),
-                           "finished_at": r["finished_at"].isoformat() if r["finished_at"] else None}
+                           "finished_at": (r["finished_at"].isoformat()
+                                           if r["finished_at"] else None)}
                           for r in runs],
         }
