@@ -31,7 +31,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise _bad(f"invalid_{name}", f"{name} must be a whole number from {low} to {high}")
     value = int(raw)
     if not low <= value <= high:
@@ -50,7 +51,12 @@ def parse_datetime(raw: str, field: str) -> dt.datetime:
                    "e.g. 2026-02-03T10:00:00Z") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.timezone.utc)
-    if not 1970 <= value.astimezone(dt.timezone.utc).year <= 9998:
+    try:
+        # Year 1 or 9999 with an offset overflows when moved to UTC.
+        year = value.astimezone(dt.timezone.utc).year
+    except OverflowError:
+        year = 0
+    if not 1970 <= year <= 9998:
         raise _bad(f"invalid_{field}", f"{field} is out of range")
     return value
 
@@ -197,7 +203,10 @@ def _validate_report_item(index: int, item) -> dict:
     if error is not None and not isinstance(error, str):
         raise _bad("invalid_body", f"{where}.error must be a string or null")
     if error is not None:
-        error = error[:MAX_ERROR_TEXT].replace("\x00", "")
+        # PostgreSQL text holds neither NUL nor lone surrogates (valid in JSON strings);
+        # keep the store's message readable rather than refuse the whole report.
+        error = (error[:MAX_ERROR_TEXT].replace("\x00", "")
+                 .encode("utf-8", "backslashreplace").decode("utf-8"))
     return {"photo_id": photo_uuid, "status": status, "version": version,
             "synced_at": synced_at, "error": error}
 

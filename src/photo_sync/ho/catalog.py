@@ -182,6 +182,12 @@ def product_has_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> bool
                         "AND deleted_at IS NULL", (product_id,)).fetchone() is not None
 
 
+def clear_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> None:
+    """The product's live primary photo, if any, stops being primary."""
+    conn.execute("UPDATE product_photo SET is_primary = false WHERE product_id = %s "
+                 "AND is_primary AND deleted_at IS NULL", (product_id,))
+
+
 def insert_photo(conn: psycopg.Connection, photo: dict) -> None:
     conn.execute(
         "INSERT INTO product_photo (id, product_id, object_key, filename, size, content_type, "

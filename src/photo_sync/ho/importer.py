@@ -64,6 +64,7 @@ def content_type_for(path: Path, data: bytes) -> str:
 def read_product_map(path: Path) -> dict[str, dict]:
     """CSV with a header: filename, product_id [, is_primary, sort_order]."""
     mapping = {}
+    primaries: dict[uuid.UUID, str] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"filename", "product_id"} <= set(reader.fieldnames):
@@ -75,6 +76,13 @@ def read_product_map(path: Path) -> dict[str, dict]:
                 raise ValueError(f"{path}:{line}: product_id {row['product_id']!r} "
                                  "is not a UUID") from None
             primary = (row.get("is_primary") or "").strip().lower()
+            if primary in ("1", "true", "yes"):
+                # The catalog allows one primary photo per product.
+                if product_id in primaries:
+                    raise ValueError(f"{path}:{line}: product {product_id} already has primary "
+                                     f"photo {primaries[product_id]}; mark one photo per "
+                                     "product as primary")
+                primaries[product_id] = row["filename"]
             mapping[row["filename"]] = {
                 "product_id": product_id,
                 "is_primary": primary in ("1", "true", "yes") if primary else None,
@@ -143,6 +151,10 @@ def import_directory(conn: psycopg.Connection, storage: Storage, directory: Path
                         primary = item.is_primary
                         if primary is None:
                             primary = not catalog.product_has_primary(conn, item.product_id)
+                        elif primary:
+                            # The product map names a new primary: the old one steps down
+                            # (one primary per product; the demotion reaches stores in the feed).
+                            catalog.clear_primary(conn, item.product_id)
                         photo = {"id": uuid.uuid4(), "product_id": item.product_id,
                                  "object_key": key, "filename": item.path.name,
                                  "size": sums.size, "content_type": content_type,

@@ -20,6 +20,17 @@ def _param(name: str, where: str, schema: dict, description: str, required=False
 STORE_ID = _param("store_id", "query", {"type": "string", "format": "uuid"},
                   "the calling store; must match the token (absent: the token's store)")
 
+_HEX32 = {"type": "string", "pattern": "^[0-9a-f]{32}$"}
+DOWNLOAD_HEADERS = {
+    "X-Checksum": {"required": True, "description": "MD5 hex of the bytes", "schema": _HEX32},
+    "X-Checksum-SHA256": {"description": "SHA-256 hex of the bytes",
+                          "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"}},
+    "X-Version": {"required": True, "description": "the photo's version",
+                  "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"}},
+    "ETag": {"required": True, "description": "the quoted MD5 hex; send it as If-None-Match",
+             "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'}},
+}
+
 PHOTO = {
     "type": "object",
     "required": ["id", "product_id", "object_key", "filename", "size", "content_type",
@@ -66,7 +77,8 @@ def spec(server_url: str = "") -> dict:
                 "requestBody": {"required": True, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["store_id", "secret"],
                     "properties": {"store_id": {"type": "string", "format": "uuid"},
-                                   "secret": {"type": "string"}}}}}},
+                                   "secret": {"type": "string", "minLength": 1,
+                                              "maxLength": 512}}}}}},
                 "responses": {
                     "200": {"description": "a token", "content": {"application/json": {
                         "schema": {"type": "object",
@@ -117,11 +129,14 @@ def spec(server_url: str = "") -> dict:
                            "an ETag held; 304 when it is current"),
                 ],
                 "responses": {
+                    # The photo's own type (image/jpeg, image/png, ...), as in content_type.
                     "200": {"description": "the bytes; X-Checksum (MD5 hex), X-Checksum-SHA256, "
                                            "X-Version, ETag",
-                            "content": {"application/octet-stream": {
-                                "schema": {"type": "string", "format": "binary"}}}},
-                    "304": {"description": "the ETag given is current"},
+                            "headers": DOWNLOAD_HEADERS,
+                            "content": {media: {"schema": {"type": "string", "format": "binary"}}
+                                        for media in ("image/*", "application/octet-stream")}},
+                    "304": {"description": "the ETag given is current",
+                            "headers": DOWNLOAD_HEADERS},
                     **_errors(400, 401, 403, 404, 503)},
             }},
             f"{protocol.API_PREFIX}/sync/product-photos/status/": {"post": {

@@ -1,0 +1,342 @@
+"""`photo-sync-ho` as an operator runs it, checked through what stores then see over HTTP.
+
+Import (new, changed and unchanged bytes), delete (tombstones), primary photos,
+product maps, and the store lifecycle: add, set, disable, rotate-secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from photo_sync import testbed
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def ho(ho_stack):
+    return ho_stack("cli")
+
+
+@pytest.fixture(scope="module")
+def store(ho):
+    store_id, _ = ho.add_store("cli-reader")
+    return ho.session(store_id)
+
+
+def feed(ho, client, cursor: str | None = None) -> tuple[dict[str, dict], str]:
+    """Every row of the feed after `cursor` (the whole listing without one), and the new cursor."""
+    rows: dict[str, dict] = {}
+    params = {"limit": 50}
+    if cursor:
+        params["cursor"] = cursor
+    while True:
+        page = client.get(f"{ho.api}/sync/product-photos/", params=params).json()
+        rows.update({p["id"]: p for p in page["photos"]})
+        params = {"limit": 50, "cursor": page["next_cursor"]}
+        if not page["has_more"]:
+            return rows, page["next_cursor"]
+
+
+def import_json(ho, folder: Path, *extra: str) -> dict:
+    return json.loads(ho.cli("import", str(folder), "--json", *extra).stdout)
+
+
+def error_body(response: requests.Response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"] and body["detail"]
+    return body
+
+
+def test_init_db_is_idempotent(ho):
+    first = ho.cli("init-db")
+    second = ho.cli("init-db")
+    assert "catalog schema is current" in first.stdout
+    assert second.stdout.strip() == "catalog schema is current"
+
+
+def test_import_new_changed_and_unchanged_bytes(ho, store, tmp_path):
+    product = tmp_path / "photos" / str(uuid.uuid4())
+    for index in range(3):
+        testbed.make_jpeg(product / f"shot-{index}.jpg", 12_000, seed=100 + index)
+    _, cursor = feed(ho, store)
+
+    created = import_json(ho, tmp_path / "photos")
+    assert (created["created"], created["updated"], created["unchanged"]) == (3, 0, 0)
+    rows, cursor = feed(ho, store, cursor)
+    assert len(rows) == 3
+    by_name = {row["filename"]: row for row in rows.values()}
+    assert {row["version"] for row in rows.values()} == {1}
+    for name, row in by_name.items():
+        assert row["checksum"] == hashlib.md5((product / name).read_bytes()).hexdigest()
+
+    # The same bytes again: nothing changes, nothing reaches the stores.
+    same = import_json(ho, tmp_path / "photos")
+    assert (same["created"], same["updated"], same["unchanged"]) == (0, 0, 3)
+    assert feed(ho, store, cursor)[0] == {}
+
+    # New bytes for one file: version 2 with the new checksum; the others stay as they were.
+    testbed.make_jpeg(product / "shot-1.jpg", 14_000, seed=999)
+    new_bytes = (product / "shot-1.jpg").read_bytes()
+    changed = import_json(ho, tmp_path / "photos")
+    assert (changed["created"], changed["updated"], changed["unchanged"]) == (0, 1, 2)
+    rows, cursor = feed(ho, store, cursor)
+    assert list(rows) == [by_name["shot-1.jpg"]["id"]]
+    updated = rows[by_name["shot-1.jpg"]["id"]]
+    assert updated["version"] == 2
+    assert updated["checksum"] == hashlib.md5(new_bytes).hexdigest()
+    assert updated["checksum"] != by_name["shot-1.jpg"]["checksum"]
+    assert updated["image_url"].endswith(f"?v={updated['checksum'][:8]}")
+    assert updated["size"] == len(new_bytes)
+    download = store.get(f"{ho.api}/sync/product-photos/{updated['id']}/download/")
+    assert download.content == new_bytes
+    assert download.headers["X-Version"] == "2"
+    assert download.headers["X-Checksum"] == updated["checksum"]
+    # A store still holding version 1 revalidates and gets the new bytes, not a 304.
+    revalidate = store.get(f"{ho.api}/sync/product-photos/{updated['id']}/download/",
+                           headers={"If-None-Match": f'"{by_name["shot-1.jpg"]["checksum"]}"'})
+    assert revalidate.status_code == 200 and revalidate.content == new_bytes
+
+    # And once more: version 3.
+    testbed.make_jpeg(product / "shot-1.jpg", 14_000, seed=1000)
+    import_json(ho, tmp_path / "photos")
+    rows, _ = feed(ho, store, cursor)
+    assert rows[updated["id"]]["version"] == 3
+
+
+def test_delete_leaves_a_tombstone_and_the_download_goes(ho, store, tmp_path):
+    product = tmp_path / "photos" / str(uuid.uuid4())
+    testbed.make_jpeg(product / "gone.jpg", 10_000, seed=7)
+    testbed.make_jpeg(product / "kept.jpg", 10_000, seed=8)
+    _, cursor = feed(ho, store)
+    ids = {Path(p["file"]).name: p["id"] for p in import_json(ho, tmp_path / "photos")["photos"]}
+    _, cursor = feed(ho, store, cursor)
+
+    result = ho.cli("delete", ids["gone.jpg"])
+    assert ids["gone.jpg"] in result.stdout
+    rows, cursor = feed(ho, store, cursor)
+    assert list(rows) == [ids["gone.jpg"]]
+    assert rows[ids["gone.jpg"]]["deleted"] is True
+    error_body(store.get(f"{ho.api}/sync/product-photos/{ids['gone.jpg']}/download/"), 404)
+    assert store.get(f"{ho.api}/sync/product-photos/{ids['kept.jpg']}/download/").ok
+    # The plain listing shows live photos only; `since` shows the tombstone too.
+    listed, _ = feed(ho, store)
+    assert ids["gone.jpg"] not in listed and ids["kept.jpg"] in listed
+    since = store.get(f"{ho.api}/sync/product-photos/",
+                      params={"since": "2000-01-01T00:00:00Z", "limit": 500}).json()
+    assert {p["id"]: p["deleted"] for p in since["photos"]}[ids["gone.jpg"]] is True
+
+    again = ho.cli("delete", ids["gone.jpg"], check=False)
+    assert again.returncode == 1 and "already deleted" in again.stderr
+    unknown = ho.cli("delete", str(uuid.uuid4()), check=False)
+    assert unknown.returncode == 1 and "does not exist" in unknown.stderr
+
+    # Importing the file again brings the photo back for the stores.
+    back = import_json(ho, tmp_path / "photos")
+    assert (back["created"], back["unchanged"]) == (1, 1)
+    rows, _ = feed(ho, store, cursor)
+    (returned,) = rows.values()
+    assert (returned["filename"], returned["deleted"], returned["version"]) \
+        == ("gone.jpg", False, 1)
+    assert store.get(f"{ho.api}/sync/product-photos/{returned['id']}/download/").content \
+        == (product / "gone.jpg").read_bytes()
+
+
+def primaries(rows, product_id: str) -> list[str]:
+    return sorted(p["filename"] for p in rows.values()
+                  if p["product_id"] == product_id and p["is_primary"] and not p["deleted"])
+
+
+def test_one_primary_photo_per_product(ho, store, tmp_path):
+    product = str(uuid.uuid4())
+    for index in range(3):
+        testbed.make_jpeg(tmp_path / "photos" / product / f"p{index}.jpg", 8_000, seed=50 + index)
+    import_json(ho, tmp_path / "photos")
+    rows, _ = feed(ho, store)
+    assert primaries(rows, product) == ["p0.jpg"]
+    assert sorted(p["sort_order"] for p in rows.values() if p["product_id"] == product) == [0, 1, 2]
+
+    # A product whose primary was deleted gets its next new photo as primary.
+    primary_id = next(p["id"] for p in rows.values()
+                      if p["product_id"] == product and p["is_primary"])
+    ho.cli("delete", primary_id)
+    (tmp_path / "photos" / product / "p0.jpg").unlink()  # or the next import brings it back
+    rows, _ = feed(ho, store)
+    assert primaries(rows, product) == []
+    testbed.make_jpeg(tmp_path / "photos" / product / "p3.jpg", 8_000, seed=53)
+    import_json(ho, tmp_path / "photos")
+    rows, _ = feed(ho, store)
+    assert primaries(rows, product) == ["p3.jpg"]
+
+
+def test_product_map_sets_product_primary_and_order(ho, store, tmp_path):
+    product = str(uuid.uuid4())
+    folder = tmp_path / "flat"
+    for index in range(3):
+        testbed.make_jpeg(folder / f"sku-{index}.jpg", 8_000, seed=60 + index)
+    mapping = tmp_path / "map.csv"
+    mapping.write_text("filename,product_id,is_primary,sort_order\n"
+                       f"sku-0.jpg,{product},,5\nsku-1.jpg,{product},true,1\n"
+                       f"sku-2.jpg,{product},false,9\n")
+    import_json(ho, folder, "--product-map", str(mapping))
+    rows, cursor = feed(ho, store)
+    mine = {p["filename"]: p for p in rows.values() if p["product_id"] == product}
+    assert set(mine) == {"sku-0.jpg", "sku-1.jpg", "sku-2.jpg"}
+    assert primaries(rows, product) == ["sku-1.jpg"]
+    assert {name: p["sort_order"] for name, p in mine.items()} \
+        == {"sku-0.jpg": 5, "sku-1.jpg": 1, "sku-2.jpg": 9}
+
+    # A later import naming a new primary moves it; stores see both changes in the feed.
+    testbed.make_jpeg(folder / "sku-3.jpg", 8_000, seed=63)
+    mapping.write_text("filename,product_id,is_primary\n"
+                       f"sku-3.jpg,{product},yes\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(folder / "sku-3.jpg", extra / "sku-3.jpg")
+    import_json(ho, extra, "--product-map", str(mapping))
+    changes, _ = feed(ho, store, cursor)
+    assert {p["filename"]: p["is_primary"] for p in changes.values()} \
+        == {"sku-1.jpg": False, "sku-3.jpg": True}
+    rows, _ = feed(ho, store)
+    assert primaries(rows, product) == ["sku-3.jpg"]
+
+
+def test_product_map_with_two_primaries_for_a_product_is_refused(ho, store, tmp_path):
+    product = str(uuid.uuid4())
+    for index in range(2):
+        testbed.make_jpeg(tmp_path / "two" / f"dup-{index}.jpg", 8_000, seed=70 + index)
+    mapping = tmp_path / "map.csv"
+    mapping.write_text(f"filename,product_id,is_primary\ndup-0.jpg,{product},1\n"
+                       f"dup-1.jpg,{product},1\n")
+    result = ho.cli("import", str(tmp_path / "two"), "--product-map", str(mapping), check=False)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "map.csv:3" in result.stderr and "primary" in result.stderr
+    rows, _ = feed(ho, store)
+    assert not any(p["product_id"] == product for p in rows.values())
+
+
+def test_import_usage_errors_are_reported_without_a_traceback(ho, tmp_path):
+    missing = ho.cli("import", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2 and "is not a directory" in missing.stderr
+    (tmp_path / "bad.csv").write_text("name,product\nx.jpg,y\n")
+    (tmp_path / "dir").mkdir()
+    bad_map = ho.cli("import", str(tmp_path / "dir"), "--product-map", str(tmp_path / "bad.csv"),
+                     check=False)
+    assert bad_map.returncode == 1 and "filename and product_id" in bad_map.stderr
+    bad_id = ho.cli("delete", "photo-1", check=False)
+    assert bad_id.returncode == 2 and "not a UUID" in bad_id.stderr
+    no_db = subprocess.run([str(BIN / "photo-sync-ho"), "store", "list"], capture_output=True,
+                           text=True, env={k: v for k, v in os.environ.items()
+                                           if not k.startswith("PHOTO_SYNC_HO_")})
+    assert no_db.returncode == 2 and "PHOTO_SYNC_HO_DATABASE_URL" in no_db.stderr
+    for result in (missing, bad_map, bad_id, no_db):
+        assert "Traceback" not in result.stderr
+
+
+# Stores -----------------------------------------------------------------------------------
+
+def token_response(ho, store_id: str, secret: str) -> requests.Response:
+    return requests.post(f"{ho.api}/auth/token/", json={"store_id": store_id, "secret": secret},
+                         timeout=10)
+
+
+def list_with(ho, token: str) -> requests.Response:
+    return requests.get(f"{ho.api}/sync/product-photos/", timeout=10,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def test_store_add_prints_a_secret_that_gets_a_token_once(ho):
+    store_id = str(uuid.uuid4())
+    result = ho.cli("store", "add", store_id, "--name", "Store 12")
+    secret = result.stdout.split()[-1]
+    assert len(secret) >= 32
+    assert list_with(ho, token_response(ho, store_id, secret).json()["access"]).status_code == 200
+    again = ho.cli("store", "add", store_id, check=False)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    # The first secret is still the one that works.
+    assert token_response(ho, store_id, secret).status_code == 200
+
+
+def test_store_disable_stops_new_and_existing_tokens(ho):
+    store_id, secret = ho.add_store("to-disable")
+    token = ho.token(store_id)
+    assert list_with(ho, token).status_code == 200
+    assert "disabled" in ho.cli("store", "disable", store_id).stdout
+    error_body(token_response(ho, store_id, secret), 401)
+    error_body(list_with(ho, token), 401)
+    unknown = ho.cli("store", "disable", str(uuid.uuid4()), check=False)
+    assert unknown.returncode == 1
+
+
+def test_store_rotate_secret_retires_the_old_secret_and_its_tokens(ho):
+    store_id, old_secret = ho.add_store("to-rotate")
+    old_token = ho.token(store_id)
+    result = ho.cli("store", "rotate-secret", store_id)
+    new_secret = result.stdout.split()[-1]
+    assert new_secret != old_secret
+    error_body(token_response(ho, store_id, old_secret), 401)
+    error_body(list_with(ho, old_token), 401)
+    fresh = token_response(ho, store_id, new_secret)
+    assert fresh.status_code == 200
+    assert list_with(ho, fresh.json()["access"]).status_code == 200
+    assert ho.cli("store", "rotate-secret", str(uuid.uuid4()), check=False).returncode == 1
+
+
+def test_store_set_creates_updates_and_reenables_idempotently(ho):
+    store_id = str(uuid.uuid4())
+    secret = "vault-secret-" + uuid.uuid4().hex
+
+    def store_set(value: str, name: str = "Store 7"):
+        return ho.cli("store", "set", store_id, "--name", name, "--secret-stdin",
+                      input=value + "\n").stdout.strip()
+
+    assert store_set(secret) == f"created store {store_id}"
+    token = token_response(ho, store_id, secret).json()["access"]
+    assert store_set(secret) == f"unchanged store {store_id}"
+    assert list_with(ho, token).status_code == 200  # unchanged keeps tokens working
+    assert store_set(secret, name="Store 7 (renamed)") == f"updated store {store_id}"
+    assert list_with(ho, token).status_code == 200  # a rename is not a new secret
+
+    new_secret = "vault-secret-" + uuid.uuid4().hex
+    assert store_set(new_secret) == f"updated store {store_id}"
+    error_body(list_with(ho, token), 401)
+    error_body(token_response(ho, store_id, secret), 401)
+    assert token_response(ho, store_id, new_secret).status_code == 200
+
+    ho.cli("store", "disable", store_id)
+    error_body(token_response(ho, store_id, new_secret), 401)
+    assert store_set(new_secret) == f"updated store {store_id}"
+    assert token_response(ho, store_id, new_secret).status_code == 200
+
+    short = ho.cli("store", "set", store_id, "--secret-stdin", input="short\n", check=False)
+    assert short.returncode == 2 and "at least 16" in short.stderr
+
+
+def test_store_list_shows_state_and_reports(ho, tmp_path):
+    testbed.make_jpeg(tmp_path / "listed" / str(uuid.uuid4()) / "one.jpg", 8_000, seed=80)
+    (photo,) = import_json(ho, tmp_path / "listed")["photos"]
+    store_id, _ = ho.add_store("listed")
+    reported = ho.session(store_id).post(f"{ho.api}/sync/product-photos/status/", json={
+        "sync_batch": [{"photo_id": photo["id"], "status": "synced", "version": 1}]})
+    assert reported.status_code == 200
+    disabled, _ = ho.add_store("listed-disabled")
+    ho.cli("store", "disable", disabled)
+    stores = {row["id"]: row for row in json.loads(ho.cli("store", "list", "--json").stdout)}
+    assert (stores[store_id]["name"], stores[store_id]["active"], stores[store_id]["synced"]) \
+        == ("listed", True, 1)
+    assert stores[disabled]["active"] is False
+    text = ho.cli("store", "list").stdout
+    assert any(store_id in line and "active" in line and "synced=1" in line
+               for line in text.splitlines())
