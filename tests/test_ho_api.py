@@ -407,3 +407,18 @@ def test_s3_down_gives_503_on_download_and_health_while_listing_still_works(outa
     report = client.post(f"{api}/sync/product-photos/status/", json={"sync_batch": [
         {"photo_id": photo["id"], "status": "failed", "version": 1, "error": "HO 503"}]})
     assert report.status_code == 200
+
+
+def test_download_head_and_weak_etag(ho_stack, photo_factory):
+    ho = ho_stack("headweak")
+    ho.import_dir(photo_factory(1, seed=3, min_kb=20, max_kb=30, mean_kb=25))
+    store_id, _ = ho.add_store()
+    s = ho.session(store_id)
+    photo = s.get(f"{ho.api}/sync/product-photos/").json()["photos"][0]
+    url = f"{ho.api}/sync/product-photos/{photo['id']}/download/"
+    head = s.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["Content-Length"] == str(photo["size"])
+    assert head.headers["X-Checksum"] == photo["checksum"]
+    weak = s.get(url, headers={"If-None-Match": f'W/"{photo["checksum"]}"'})
+    assert weak.status_code == 304 and weak.content == b""

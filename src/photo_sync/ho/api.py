@@ -161,8 +161,15 @@ def download(photo_id: str):
     }
     if row["checksum_sha256"]:
         headers[protocol.HEADER_CHECKSUM_SHA256] = row["checksum_sha256"]
-    if request.if_none_match.contains(etag):
+    # If-None-Match uses the weak comparison (RFC 9110 13.1.2): W/"x" matches "x".
+    if request.if_none_match.contains_weak(etag):
         response = Response(status=304, headers=headers)
+        response.set_etag(etag)
+        return response
+    if request.method == "HEAD":
+        # Headers only: no S3 GET whose connection nobody would read or release.
+        response = Response(status=200, mimetype=row["content_type"], headers=headers)
+        response.headers["Content-Length"] = str(row["size"])
         response.set_etag(etag)
         return response
     try:
