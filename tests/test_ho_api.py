@@ -422,3 +422,31 @@ def test_download_head_and_weak_etag(ho_stack, photo_factory):
     assert head.headers["X-Checksum"] == photo["checksum"]
     weak = s.get(url, headers={"If-None-Match": f'W/"{photo["checksum"]}"'})
     assert weak.status_code == 304 and weak.content == b""
+
+
+def test_one_store_cannot_take_every_download_slot(ho_stack, bed_root):
+    import time
+
+    from photo_sync import testbed
+    ho = ho_stack("inflight", workers=1, extra_env={"PHOTO_SYNC_HO_MAX_DOWNLOADS_PER_STORE": "1"})
+    folder = bed_root / "inflight-photos"
+    testbed.make_jpeg(folder / "big.jpg", 8 * 1024 * 1024, seed=5)
+    ho.import_dir(folder)
+    store_a, _ = ho.add_store("a")
+    store_b, _ = ho.add_store("b")
+    a, b = ho.session(store_a), ho.session(store_b)
+    photo = a.get(f"{ho.api}/sync/product-photos/").json()["photos"][0]
+    url = f"{ho.api}/sync/product-photos/{photo['id']}/download/"
+    held = a.get(url, stream=True)  # not read: the server thread stays busy sending it
+    assert held.status_code == 200
+    second = ho.session(store_a).get(url)
+    assert second.status_code == 429
+    assert second.headers["Retry-After"] == "1" and second.json()["error"] == "too_many_requests"
+    assert b.get(url).status_code == 200, "another store is not limited by store A"
+    held.close()
+    for _ in range(50):  # the slot frees once the server notices the closed connection
+        again = ho.session(store_a).get(url)
+        if again.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert again.status_code == 200 and len(again.content) == photo["size"]

@@ -172,12 +172,23 @@ def download(photo_id: str):
         response.headers["Content-Length"] = str(row["size"])
         response.set_etag(etag)
         return response
+    inflight, store_id = _ext().inflight, g.store_id
+    if not inflight.enter(store_id, current_app.config["MAX_DOWNLOADS_PER_STORE"]):
+        raise APIError(429, "too_many_requests",
+                       "this store already has the most downloads in flight that HO allows; "
+                       "retry after the Retry-After delay", {"Retry-After": "1"})
     try:
         size, chunks = _ext().storage.open(row["object_key"])
     except ObjectMissing:
+        inflight.leave(store_id)
         raise APIError(404, "object_missing", f"photo {photo_uuid} is in the catalog but its "
                        "bytes are missing from storage; re-import it at HO") from None
+    except BaseException:
+        inflight.leave(store_id)
+        raise
     headers["Content-Length"] = str(size)
+    # direct_passthrough hands the stream itself to the server, which calls its close().
+    chunks.on_close.append(lambda: inflight.leave(store_id))
     response = Response(chunks, mimetype=row["content_type"], headers=headers,
                         direct_passthrough=True)
     response.set_etag(etag)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from flask import Flask
 from psycopg.rows import dict_row
@@ -29,6 +30,28 @@ class PhotoSyncExtension:
             check=ConnectionPool.check_connection, timeout=10, name="ho-catalog")
         self.pool.open(wait=False)
         self.storage = Storage.from_settings(settings)
+        self.inflight = InflightCounter()
+
+
+class InflightCounter:
+    """Downloads in flight per store in this worker: one store cannot take every thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict = {}
+
+    def enter(self, key, limit: int) -> bool:
+        with self._lock:
+            if self._counts.get(key, 0) >= limit:
+                return False
+            self._counts[key] = self._counts.get(key, 0) + 1
+            return True
+
+    def leave(self, key) -> None:
+        with self._lock:
+            self._counts[key] -= 1
+            if not self._counts[key]:
+                del self._counts[key]
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -40,6 +63,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         JWT_SECRET=settings.jwt_secret,
         TOKEN_TTL=settings.token_ttl,
         PUBLIC_IMAGE_BASE=settings.public_image_base,
+        MAX_DOWNLOADS_PER_STORE=settings.max_downloads_per_store,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         JSON_SORT_KEYS=False,
     )

@@ -89,7 +89,8 @@ DDL = [
         error text,
         reported_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (store_id, photo_id))""",
-    "CREATE INDEX IF NOT EXISTS photo_sync_status_status_idx ON photo_sync_status (store_id, status)",
+    """CREATE INDEX IF NOT EXISTS photo_sync_status_status_idx
+        ON photo_sync_status (store_id, status)""",
 ]
 
 
@@ -257,7 +258,9 @@ def list_stores(conn: psycopg.Connection) -> list[dict]:
 
 
 def set_store(conn: psycopg.Connection, store_id: uuid.UUID, name: str, secret: str) -> str:
-    """Make the store exist, active, with this name and secret: 'created', 'updated' or 'unchanged'."""
+    """Make the store exist, active, with this name and secret.
+
+    Returns 'created', 'updated' or 'unchanged' (for Ansible's changed_when)."""
     row = get_store(conn, store_id)
     if row is None:
         conn.execute("INSERT INTO sync_store (id, name, secret_hash) VALUES (%s, %s, %s)",

@@ -137,7 +137,7 @@ def spec(server_url: str = "") -> dict:
                                         for media in ("image/*", "application/octet-stream")}},
                     "304": {"description": "the ETag given is current",
                             "headers": DOWNLOAD_HEADERS},
-                    **_errors(400, 401, 403, 404, 503)},
+                    **_errors(400, 401, 403, 404, 429, 503)},
             }},
             f"{protocol.API_PREFIX}/sync/product-photos/status/": {"post": {
                 "summary": "Record the calling store's per-photo sync statuses",

@@ -22,6 +22,7 @@ class HOSettings:
     jwt_secret: str = ""
     token_ttl: int = 3600
     public_image_base: str = ""
+    max_downloads_per_store: int = 16
 
     def __repr__(self) -> str:  # keeps secrets out of logs and tracebacks
         return (f"HOSettings(database_url=<hidden>, s3_endpoint={self.s3_endpoint!r}, "
@@ -47,4 +48,5 @@ class HOSettings:
             jwt_secret=jwt_secret,
             token_ttl=s.get_int("TOKEN_TTL", 3600, minimum=60),
             public_image_base=s.get("PUBLIC_IMAGE_BASE", ""),
+            max_downloads_per_store=s.get_int("MAX_DOWNLOADS_PER_STORE", 16, minimum=1),
         )

@@ -29,6 +29,34 @@ def _is_missing(exc: S3Error) -> bool:
     return exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 
 
+class ObjectStream:
+    """An S3 object's bytes as a WSGI iterable.
+
+    The WSGI server calls close() whether or not the body was sent in full (a
+    store that hangs up mid-download included); close() returns the S3
+    connection and runs the `on_close` callbacks exactly once.
+    """
+
+    def __init__(self, response):
+        self._response = response
+        self._closed = False
+        self.on_close: list = []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._response.stream(CHUNK_SIZE)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._response.close()
+            self._response.release_conn()
+        finally:
+            for callback in self.on_close:
+                callback()
+
+
 class Storage:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str = "us-east-1", pool_size: int = 32):
@@ -73,8 +101,8 @@ class Storage:
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
 
-    def open(self, object_key: str) -> tuple[int, Iterator[bytes]]:
-        """(size, chunks) of an object; the chunks stream from S3 and release the connection."""
+    def open(self, object_key: str) -> tuple[int, "ObjectStream"]:
+        """(size, stream) of an object; the stream's close() releases the S3 connection."""
         try:
             response = self._client.get_object(self.bucket, object_key)
         except S3Error as exc:
@@ -84,15 +112,7 @@ class Storage:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
         size = int(response.headers.get("Content-Length", "0"))
-
-        def chunks() -> Iterator[bytes]:
-            try:
-                yield from response.stream(CHUNK_SIZE)
-            finally:
-                response.close()
-                response.release_conn()
-
-        return size, chunks()
+        return size, ObjectStream(response)
 
     def put(self, object_key: str, data: bytes, content_type: str) -> None:
         try:
