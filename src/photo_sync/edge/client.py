@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 256 * 1024
 MAX_RETRY_AFTER = 120.0
+MAX_THROTTLED = 60  # 429s with Retry-After honoured per request before counting as failures
 
 
 class HOError(Exception):
@@ -39,6 +40,15 @@ class HOError(Exception):
 
 class HOUnreachable(Exception):
     """HO cannot be reached, keeps failing, or refuses this store's credentials."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status  # the HTTP status HO kept answering; None: no answer at all
+
+
+class PhotoUnavailable(Exception):
+    """HO answers, but cannot deliver this one photo (its body keeps breaking off, or HO
+    keeps answering 5xx for it): a failure of the photo, not of the run."""
 
 
 class VerificationError(Exception):
@@ -157,6 +167,7 @@ class HOClient:
         url = self.api + path
         renewed = False
         attempt = 0
+        throttled = 0
         while True:
             headers = dict(kwargs.pop("headers", None) or {})
             if authenticated:
@@ -179,12 +190,19 @@ class HOClient:
                 renewed = True
                 self._renew(auth)
                 continue
+            if status == 429 and "Retry-After" in response.headers and throttled < MAX_THROTTLED:
+                # HO asked us to slow down, not failed: its waits do not use up the retries.
+                throttled += 1
+                wait = _retry_after(response, self.backoff)
+                response.close()
+                time.sleep(wait)
+                continue
             if status == 429 or status >= 500:
                 if attempt >= self.retries:
                     error = _error_of(response)
                     response.close()
                     raise HOUnreachable(f"HO API at {self.base_url} keeps answering {status} "
-                                        f"({error.code}) after {attempt + 1} tries")
+                                        f"({error.code}) after {attempt + 1} tries", status)
                 wait = _retry_after(response, self.backoff * 2 ** attempt) if status in (
                     429, 503) and "Retry-After" in response.headers else None
                 response.close()
@@ -218,8 +236,13 @@ class HOClient:
     def download(self, photo_id: str) -> Download:
         """The verified bytes of a photo. HOError for 4xx; VerificationError for bad bytes."""
         for attempt in range(self.retries + 1):
-            response = self._send("GET", f"/sync/product-photos/{photo_id}/download/",
-                                  params={"store_id": self.store_id}, stream=True)
+            try:
+                response = self._send("GET", f"/sync/product-photos/{photo_id}/download/",
+                                      params={"store_id": self.store_id}, stream=True)
+            except HOUnreachable as exc:
+                if exc.status is not None and exc.status >= 500:
+                    raise PhotoUnavailable(str(exc)) from None
+                raise
             try:
                 if response.status_code != 200:
                     raise _error_of(response)
@@ -233,8 +256,9 @@ class HOClient:
                     requests.exceptions.ChunkedEncodingError) as exc:
                 # The body broke off: try the whole photo again.
                 if attempt >= self.retries:
-                    raise HOUnreachable(f"download of photo {photo_id} keeps breaking off "
-                                        f"({type(exc).__name__})") from None
+                    raise PhotoUnavailable(f"download of photo {photo_id} from HO API at "
+                                           f"{self.base_url} keeps breaking off "
+                                           f"({type(exc).__name__})") from None
                 self._sleep_backoff(attempt)
                 continue
             finally:

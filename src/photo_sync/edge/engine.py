@@ -20,8 +20,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 from photo_sync.edge import metrics
-from photo_sync.edge.client import (Download, HOClient, HOError, HOUnreachable, RateLimiter,
-                                    VerificationError)
+from photo_sync.edge.client import (Download, HOClient, HOError, HOUnreachable,
+                                    PhotoUnavailable, RateLimiter, VerificationError)
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore, _ts
 
@@ -110,6 +110,7 @@ class SyncRun:
         self._plan = {"download": [], "update": [], "delete": [], "bytes": 0}
         self._last_progress = 0.0
         self._walked_from_start = False
+        self._unavailable_in_a_row = 0
 
     # The run --------------------------------------------------------------------------
 
@@ -267,10 +268,21 @@ class SyncRun:
                 except VerificationError as exc:
                     self._fail(photo, f"checksum verification failed: {exc}")
                     continue
+                except PhotoUnavailable as exc:
+                    # One photo HO cannot deliver fails alone; many in a row mean HO is down.
+                    self._unavailable_in_a_row += 1
+                    if self._unavailable_in_a_row >= max(3, self.settings.concurrency):
+                        for other in pending:
+                            other.cancel()
+                        raise HOUnreachable(f"{exc} (and {self._unavailable_in_a_row - 1} "
+                                            "photos before it in a row)") from None
+                    self._fail(photo, str(exc))
+                    continue
                 except HOUnreachable:
                     for other in pending:
                         other.cancel()
                     raise
+                self._unavailable_in_a_row = 0
                 self._batch.append((photo, result))
                 self._batch_bytes += len(result.data)
                 if len(self._batch) >= WRITE_BATCH_PHOTOS or self._batch_bytes >= WRITE_BATCH_BYTES:

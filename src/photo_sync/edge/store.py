@@ -172,11 +172,13 @@ class EdgeStore:
         if not ids:
             return 0
         with self.conn.cursor() as cur:
-            cur.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s) RETURNING id", (ids,))
-            gone = [row["id"] for row in cur.fetchall()]
+            cur.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s) RETURNING id, version", (ids,))
+            gone = cur.fetchall()
             cur.execute("DELETE FROM photo_sync_retry WHERE photo_id = ANY(%s)", (ids,))
-            self._queue(cur, [(i, (versions or {}).get(i, 0), protocol.STATUS_DELETED, None, None)
-                              for i in gone])
+            # HO keeps a store's newest report per photo: a 'deleted' report must carry at
+            # least the version the store held, or HO drops it as stale.
+            self._queue(cur, [(r["id"], max((versions or {}).get(r["id"]) or 0, r["version"] or 0),
+                               protocol.STATUS_DELETED, None, None) for r in gone])
         return len(gone)
 
     @staticmethod

@@ -49,7 +49,7 @@ def init_app(app: Flask) -> None:
         log.warning("storage unavailable: %s", exc)
         return error_response(503, "storage_unavailable",
                               "the photo store (S3) is not answering; retry later",
-                              {"Retry-After": "30"})
+                              {"Retry-After": "5"})
 
     @app.errorhandler(psycopg.OperationalError)
     @app.errorhandler(psycopg_pool.PoolTimeout)
@@ -57,7 +57,7 @@ def init_app(app: Flask) -> None:
         log.warning("catalog unavailable: %s", exc)
         return error_response(503, "catalog_unavailable",
                               "the HO catalog database is not answering; retry later",
-                              {"Retry-After": "30"})
+                              {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
