@@ -290,18 +290,29 @@ def ho_environment(database_url: str, s3: SeaweedS3, bucket: str = "product-phot
 
 
 def make_jpeg(path: Path, target_bytes: int, seed: int) -> Path:
-    """A real JPEG of roughly `target_bytes` (noise compresses badly, so size tracks area)."""
+    """A real JPEG within a few percent of `target_bytes` (noise compresses badly, so size
+    tracks area): one estimate, then one correction from the measured bytes per pixel."""
+    import io
     import random
 
     from PIL import Image
     rng = random.Random(seed)
-    # Noise JPEG at quality 85 costs about 1.9 bytes a pixel.
-    pixels = max(64 * 64, int(target_bytes / 1.9))
-    width = max(64, int((pixels * 4 / 3) ** 0.5))
-    height = max(48, pixels // width)
-    image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    # Noise JPEG at quality 85 costs about 0.77 bytes a pixel (plus ~600 bytes of headers).
+    per_pixel = 0.77
+    data = b""
+    for _ in range(2):
+        pixels = max(64 * 48, int(max(target_bytes - 600, 1000) / per_pixel))
+        width = max(64, int((pixels * 4 / 3) ** 0.5))
+        height = max(48, pixels // width)
+        image = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        data = out.getvalue()
+        if abs(len(data) - target_bytes) <= 0.03 * target_bytes:
+            break
+        per_pixel = max(0.05, (len(data) - 600) / (width * height))
     path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, "JPEG", quality=85)
+    path.write_bytes(data)
     return path
 
 

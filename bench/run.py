@@ -1,0 +1,662 @@
+#!/usr/bin/env python3
+"""`make bench`: photo-sync against its peers, on this machine, in one run.
+
+Sets up PostgreSQL (HO catalog + edge databases), SeaweedFS (S3) and the HO
+API under gunicorn on 127.0.0.1, generates a photo set, and measures (each
+`--reps` times; medians):
+
+  full_sync          `photo-sync-edge pull --mode full` into an empty edge DB (+ peak RSS)
+  rclone             `rclone copy --transfers 8` of the same bucket to local disk
+  baseline           the original design's plan (bench/baseline.py), on a subset, per photo
+  practical          parallel S3 GETs + binary COPY, no API (bench/practical.py)
+  incremental_nochange / incremental_nochange_large   nothing changed, N and --large-photos
+                     (3 samples per repetition: cheap, and sensitive to CPU contention)
+  full_sync_large    full sync of the large set (peak RSS)
+  incremental_1pct   incremental after 1% of the photos changed
+  wrk                HO API list pages and downloads vs direct (presigned) S3 GETs
+
+Writes bench/results/photos-N.json and photos-N.png, and refreshes the generated
+block of bench/RESULTS.md. Installs rclone and wrk with apt-get, matplotlib with
+pip, when they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+BIN = Path(sys.executable).parent
+T0 = time.monotonic()
+
+# Targets (reported, never asserted).
+TARGETS = {
+    "full_vs_rclone": 1.3,          # full sync time / rclone time, at most
+    "full_vs_baseline": 50.0,       # baseline time / full sync time, at least
+    "incr_vs_full": 0.05,           # no-change incremental / full sync, at most
+    "incr_large_vs_small": 1.5,     # no-change incremental at large / at N, at most
+    "rss_mb": 100.0,                # agent peak RSS, at most
+    "download_vs_s3": 1.5,          # direct S3 MB/s / API download MB/s, at most
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.monotonic() - T0:6.1f}s] {message}", flush=True)
+
+
+# Tools -----------------------------------------------------------------------------------
+
+def ensure_tools(install: bool) -> None:
+    missing = [tool for tool in ("rclone", "wrk") if not shutil.which(tool)]
+    if missing:
+        if not install:
+            raise SystemExit(f"bench: {', '.join(missing)} missing: apt-get install -y "
+                             f"{' '.join(missing)} (or run without --no-install)")
+        if os.geteuid() != 0:
+            raise SystemExit(f"bench: {', '.join(missing)} missing and not root: "
+                             f"sudo apt-get install -y {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        cmd = ["apt-get", "install", "-y", "-q", *missing]
+        log(f"installing {' '.join(missing)}: {' '.join(cmd)}")
+        if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            log("apt-get install failed: running apt-get update, then trying again")
+            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
+            if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+                raise SystemExit(f"bench: could not install {' '.join(missing)} with apt-get")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if install:
+            log("installing matplotlib into the venv (for the plot)")
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def tool_version(cmd: list[str]) -> str:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
+                          .splitlines() if line.startswith("MemTotal")))
+    except (OSError, StopIteration, ValueError):
+        mem_kb = 0
+    from photo_sync import testbed
+    return {
+        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
+        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
+        "kernel": platform.release(), "os": _os_release(),
+        "python": platform.python_version(),
+        "versions": {
+            "postgresql": tool_version([str(testbed.find_pg_bin() / "postgres"), "--version"]),
+            "seaweedfs": tool_version([testbed.weed_binary(), "version"]),
+            "rclone": tool_version(["rclone", "version"]),
+            "wrk": tool_version(["wrk", "-v"]),
+            "gunicorn": tool_version([str(BIN / "gunicorn"), "--version"]),
+        },
+    }
+
+
+def _os_release() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+# Processes -------------------------------------------------------------------------------
+
+def timed(cmd: list[str], env: dict | None = None, check: bool = True) -> dict:
+    """Run a command; wall seconds, exit code, output and its peak RSS (VmHWM polled)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
+        peak = HighWater(proc.pid)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        peak.stop()
+        out.seek(0)
+        err.seek(0)
+        result = {"seconds": round(seconds, 4), "rc": proc.returncode,
+                  "max_rss_mb": round(peak.kb / 1024, 1),
+                  "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+                  "stdout": out.read().decode(errors="replace"),
+                  "stderr": err.read().decode(errors="replace")}
+    if check and result["rc"] != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:4])} failed ({result['rc']}):\n"
+                         f"{result['stderr'][-3000:]}\n{result['stdout'][-1000:]}")
+    return result
+
+
+class HighWater:
+    """The peak RSS of a process: its VmHWM, polled every 10 ms until it exits.
+
+    (getrusage/wait4 ru_maxrss is no good here: Linux carries the parent's RSS at
+    fork into the child's ru_maxrss across exec, so every child would report at
+    least the harness's own size.) VmHWM is per address space, so it starts
+    afresh at exec, and it only grows: polling misses at most the last 10 ms.
+    """
+
+    def __init__(self, pid: int):
+        import threading
+        self.pid, self.kb = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            with open(f"/proc/{self.pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        self.kb = max(self.kb, int(line.split()[1]))
+                        return
+        except OSError:
+            pass
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._read()
+            self._stop.wait(0.01)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 4)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        from photo_sync import testbed
+        self.args = args
+        self.testbed = testbed
+        self.root = testbed.tempdir("photo-sync-bench-")
+        self.pg = self.s3 = None
+        self.servers: list = []
+        self.commands: dict[str, str] = {}
+        self.results: dict = {"measurements": {}}
+
+    # Setup ------------------------------------------------------------------------------
+
+    def start_services(self) -> None:
+        log(f"starting PostgreSQL and SeaweedFS under {self.root}")
+        self.pg = self.testbed.PostgresCluster(self.root / "pg").start()
+        self.s3 = self.testbed.SeaweedS3(self.root / "s3").start()
+
+    def ho_cli(self, env: dict, *args: str) -> str:
+        return timed([str(BIN / "photo-sync-ho"), *args], env={**os.environ, **env})["stdout"]
+
+    def make_ho(self, name: str, photo_dir: Path) -> dict:
+        url = self.pg.create_db(f"ho_{name}")
+        env = self.testbed.ho_environment(url, self.s3, bucket=f"bench-{name}")
+        self.ho_cli(env, "init-db")
+        started = time.perf_counter()
+        self.ho_cli(env, "import", str(photo_dir))
+        import_seconds = time.perf_counter() - started
+        server = self.testbed.HOServer(self.root / f"gunicorn-{name}", env,
+                                       workers=self.args.ho_workers,
+                                       threads=self.args.ho_threads).start()
+        self.servers.append(server)
+        return {"name": name, "env": env, "server": server, "url": server.url,
+                "bucket": env["PHOTO_SYNC_HO_S3_BUCKET"], "database_url": url,
+                "import_seconds": round(import_seconds, 2), "photo_dir": photo_dir}
+
+    def add_store(self, ho: dict) -> tuple[str, str]:
+        store_id = str(uuid.uuid4())
+        out = self.ho_cli(ho["env"], "store", "add", store_id, "--name", "bench")
+        return store_id, out.split()[-1]
+
+    def make_edge(self, ho: dict, name: str) -> dict:
+        store_id, secret = self.add_store(ho)
+        url = self.pg.create_db(f"edge_{name}")
+        env = {"PHOTO_SYNC_EDGE_DATABASE_URL": url, "PHOTO_SYNC_EDGE_HO_URL": ho["url"],
+               "PHOTO_SYNC_EDGE_STORE_ID": store_id, "PHOTO_SYNC_EDGE_STORE_SECRET": secret}
+        timed([str(BIN / "photo-sync-edge"), "schema", "apply"], env={**os.environ, **env})
+        return {"env": env, "store_id": store_id, "secret": secret, "database_url": url}
+
+    def generate(self, folder: Path, count: int, seed: int, **sizes) -> dict:
+        started = time.perf_counter()
+        paths = self.testbed.make_photo_set(folder, count, seed=seed, **sizes)
+        seconds = time.perf_counter() - started
+        sizes_kb = [p.stat().st_size / 1024 for p in paths]
+        return {"count": count, "bytes_total": int(sum(sizes_kb) * 1024),
+                "mean_kb": round(statistics.mean(sizes_kb), 1),
+                "median_kb": round(statistics.median(sizes_kb), 1),
+                "min_kb": round(min(sizes_kb), 1), "max_kb": round(max(sizes_kb), 1),
+                "generate_seconds": round(seconds, 2), "paths": paths}
+
+    # CPU accounting ---------------------------------------------------------------------
+
+    def service_cpu(self) -> dict:
+        """CPU seconds used so far by each service (live processes plus reaped children)."""
+        import psutil
+
+        def tree(pid: int) -> float:
+            try:
+                top = psutil.Process(pid)
+                total = sum(top.cpu_times()[:4])  # user, system, children_user, children_system
+                for child in top.children(recursive=True):
+                    try:
+                        total += sum(child.cpu_times()[:2])
+                    except psutil.NoSuchProcess:
+                        pass
+                return total
+            except psutil.NoSuchProcess:
+                return 0.0
+
+        postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        live = [s.process.pid for s in self.servers if s.process.poll() is None]
+        return {"ho_api": sum(tree(pid) for pid in live),
+                "s3": tree(self.s3.process.pid), "postgres": tree(postmaster)}
+
+    def measured(self, cmd: list[str], env: dict | None = None) -> dict:
+        """timed(), plus the CPU every party spent meanwhile and the load average before."""
+        load = round(os.getloadavg()[0], 2)
+        before = self.service_cpu()
+        run = timed(cmd, env=env)
+        after = self.service_cpu()
+        cpu = {"client": run["cpu_seconds"],
+               **{k: round(after[k] - before[k], 2) for k in after}}
+        cpu["total"] = round(sum(cpu.values()), 2)
+        run["cpu"], run["loadavg_before"] = cpu, load
+        return run
+
+    # Measurements -----------------------------------------------------------------------
+
+    def pull(self, edge: dict, mode: str) -> dict:
+        cmd = [str(BIN / "photo-sync-edge"), "pull", "--mode", mode, "--json"]
+        self.commands.setdefault(f"pull_{mode}", " ".join(["photo-sync-edge", *cmd[1:]]) +
+                                 "   (env PHOTO_SYNC_EDGE_DATABASE_URL, _HO_URL, _STORE_ID, "
+                                 "_STORE_SECRET; defaults otherwise: concurrency 8)")
+        run = self.measured(cmd, env={**os.environ, **edge["env"]})
+        summary = json.loads(run["stdout"])
+        if summary["status"] != "ok":
+            raise SystemExit(f"bench: pull --mode {mode} ended {summary['status']}: {summary}")
+        keep = ("downloaded", "unchanged", "updated", "deleted", "failed", "bytes", "listed",
+                "duration", "reported")
+        return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
+                "loadavg_before": run["loadavg_before"],
+                "summary": {k: summary[k] for k in keep}}
+
+    def rclone(self, ho: dict, rep: int) -> dict:
+        target = self.root / f"rclone-{rep}"
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        env.update({"RCLONE_CONFIG_BENCHS3_TYPE": "s3", "RCLONE_CONFIG_BENCHS3_PROVIDER":
+                    "SeaweedFS", "RCLONE_CONFIG_BENCHS3_ENDPOINT": f"http://{self.s3.endpoint}",
+                    "RCLONE_CONFIG_BENCHS3_ACCESS_KEY_ID": self.s3.access_key,
+                    "RCLONE_CONFIG_BENCHS3_SECRET_ACCESS_KEY": self.s3.secret_key,
+                    "RCLONE_CONFIG_BENCHS3_REGION": "us-east-1",
+                    "RCLONE_CONFIG_BENCHS3_FORCE_PATH_STYLE": "true",
+                    "RCLONE_CONFIG_BENCHS3_ENV_AUTH": "false"})
+        cmd = ["env", "-u", "AWS_CA_BUNDLE", "rclone", "copy", "--transfers", "8",
+               f"benchs3:{ho['bucket']}", str(target)]
+        self.commands["rclone"] = (" ".join(cmd[:-2]) + " benchs3:BUCKET LOCALDIR   (env "
+                                   "RCLONE_CONFIG_BENCHS3_TYPE=s3 _PROVIDER=SeaweedFS _ENDPOINT "
+                                   "_ACCESS_KEY_ID _SECRET_ACCESS_KEY _REGION=us-east-1 "
+                                   "_FORCE_PATH_STYLE=true _ENV_AUTH=false)")
+        run = self.measured(cmd, env=env)
+        files = [p for p in target.rglob("*") if p.is_file()]
+        nbytes = sum(p.stat().st_size for p in files)
+        shutil.rmtree(target)
+        return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
+                "loadavg_before": run["loadavg_before"], "files": len(files), "bytes": nbytes}
+
+    def practical(self, ho: dict, rep: int) -> dict:
+        import practical
+        edge_url = self.pg.create_db(f"edge_practical_{rep}")
+        timed([str(BIN / "photo-sync-edge"), "schema", "apply"],
+              env={**os.environ, "PHOTO_SYNC_EDGE_DATABASE_URL": edge_url})
+        cmd = [sys.executable, str(BENCH / "practical.py"), "--ho-database-url",
+               ho["database_url"], "--s3-endpoint", self.s3.endpoint,
+               f"--access-key={self.s3.access_key}", f"--secret-key={self.s3.secret_key}",
+               "--bucket", ho["bucket"],
+               "--edge-database-url", edge_url, "--threads", "8"]
+        self.commands["practical"] = ("python bench/practical.py --ho-database-url HO_DB "
+                                      "--s3-endpoint HOST:PORT --access-key KEY --secret-key "
+                                      "SECRET --bucket BUCKET --edge-database-url EMPTY_EDGE_DB "
+                                      "--threads 8")
+        assert practical  # the module is also what the test imports
+        run = self.measured(cmd)
+        out = json.loads(run["stdout"])
+        return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
+                "loadavg_before": run["loadavg_before"], **out,
+                "inner_seconds": out["seconds"]}
+
+    def baseline(self, ho: dict, rep: int, limit: int) -> dict:
+        edge = self.make_edge(ho, f"baseline_{rep}")
+        cmd = [sys.executable, str(BENCH / "baseline.py"), "--ho-url", ho["url"], "--store-id",
+               edge["store_id"], f"--secret={edge['secret']}", "--database-url",
+               edge["database_url"], "--limit", str(limit)]
+        self.commands["baseline"] = (f"python bench/baseline.py --ho-url HO_URL --store-id ID "
+                                     f"--secret SECRET --database-url EMPTY_EDGE_DB "
+                                     f"--limit {limit}")
+        run = self.measured(cmd)
+        out = json.loads(run["stdout"])
+        return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
+                "loadavg_before": run["loadavg_before"], **out, "inner_seconds": out["seconds"],
+                "per_photo_seconds": round(run["seconds"] / max(1, out["synced"]), 5)}
+
+    def wrk(self, name: str, base_url: str, paths: list[str], headers: list[str]) -> dict:
+        path_file = self.root / f"wrk-{name}.txt"
+        path_file.write_text("\n".join(paths) + "\n")
+        cmd = ["wrk", "-t", "2", "-c", str(self.args.wrk_connections), "-d",
+               f"{self.args.wrk_seconds}s", "-s", str(BENCH / "wrk_cycle.lua")]
+        for header in headers:
+            cmd += ["-H", header]
+        cmd.append(base_url)
+        shown = [c if not c.startswith("Authorization") else "Authorization: Bearer TOKEN"
+                 for c in cmd]
+        self.commands[f"wrk_{name}"] = (" ".join(shown[:-1]) + " " + _redact_url(base_url) +
+                                        f"   (env WRK_PATHS=file of {len(paths)} paths)")
+        run = self.measured(cmd, env={**os.environ, "WRK_PATHS": str(path_file)})
+        line = next(x for x in run["stdout"].splitlines() if x.startswith("WRK_JSON "))
+        data = json.loads(line[len("WRK_JSON "):])
+        seconds = data["duration_us"] / 1e6
+        errors = sum(data["errors"].values())
+        if data["requests"] == 0 or errors > data["requests"] * 0.01:
+            raise SystemExit(f"bench: wrk {name}: {errors} errors in {data['requests']} "
+                             f"requests:\n{run['stdout']}")
+        return {**data, "cpu": run["cpu"], "loadavg_before": run["loadavg_before"],
+                "req_per_s": round(data["requests"] / seconds, 1),
+                "mb_per_s": round(data["bytes"] / seconds / 1e6, 2),
+                "latency_p50_ms": round(data["latency_p50_us"] / 1000, 2),
+                "latency_p99_ms": round(data["latency_p99_us"] / 1000, 2)}
+
+    # The run ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        args, m = self.args, self.results["measurements"]
+        self.results.update({
+            "schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "photos": args.photos, "reps": args.reps, "machine": machine_info(),
+            "ho_server": {"workers": args.ho_workers, "threads": args.ho_threads,
+                          "config": "gunicorn -c python:photo_sync.ho.gunicorn_conf "
+                                    "'photo_sync.ho.app:create_app()' (gthread)"},
+            "edge_postgresql": "testbed cluster: fsync=off, synchronous_commit=off, "
+                               "full_page_writes=off (rclone's local files are not fsynced "
+                               "either)",
+        })
+        self.start_services()
+
+        log(f"generating {args.photos} JPEGs (50 KB - 1 MB, mean about 200 KB)")
+        photo_set = self.generate(self.root / "photos", args.photos, seed=args.seed)
+        ho = self.make_ho("main", self.root / "photos")
+        photo_set["import_seconds"] = ho["import_seconds"]
+        self.results["photo_set"] = {k: v for k, v in photo_set.items() if k != "paths"}
+        total_mb = photo_set["bytes_total"] / 1e6
+        log(f"photo set: {total_mb:.1f} MB, mean {photo_set['mean_kb']} KB; imported in "
+            f"{ho['import_seconds']}s; HO API at {ho['url']}")
+
+        # 1, 2, 4 interleaved per repetition so drift hits all three alike.
+        full, rcl, prac, incr = [], [], [], []
+        last_edge = None
+        for rep in range(args.reps):
+            edge = self.make_edge(ho, f"full_{rep}")
+            full.append(self.pull(edge, "full"))
+            assert full[-1]["summary"]["downloaded"] == args.photos, full[-1]
+            # Cheap and sensitive to CPU contention: several samples per repetition.
+            for _ in range(3):
+                incr.append(self.pull(edge, "incremental"))
+                assert incr[-1]["summary"]["downloaded"] == 0, incr[-1]
+            rcl.append(self.rclone(ho, rep))
+            assert rcl[-1]["files"] == args.photos, rcl[-1]
+            prac.append(self.practical(ho, rep))
+            log(f"rep {rep + 1}/{args.reps}: full sync {full[-1]['seconds']:.2f}s "
+                f"(RSS {full[-1]['max_rss_mb']} MB), incremental {incr[-1]['seconds']:.2f}s, "
+                f"rclone {rcl[-1]['seconds']:.2f}s, practical {prac[-1]['seconds']:.2f}s")
+            last_edge = edge
+        m["full_sync"] = _series(full, total_mb, args.photos)
+        m["incremental_nochange"] = _series(incr)
+        m["rclone"] = _series(rcl, total_mb, args.photos)
+        m["practical"] = _series(prac, total_mb, args.photos)
+
+        # 3: the original plan on a subset, scaled per photo.
+        limit = min(args.baseline_photos, args.photos)
+        base = []
+        for rep in range(args.baseline_reps):
+            base.append(self.baseline(ho, rep, limit))
+            log(f"baseline rep {rep + 1}/{args.baseline_reps}: {limit} photos in "
+                f"{base[-1]['seconds']:.2f}s")
+        m["baseline"] = _series(base)
+        m["baseline"].update({
+            "photos_measured": limit,
+            "per_photo_seconds": median([r["per_photo_seconds"] for r in base]),
+            "scaled_seconds": round(median([r["per_photo_seconds"] for r in base])
+                                    * args.photos, 2),
+            "note": f"measured on the first {limit} photos, scaled per photo to {args.photos}"})
+
+        # 8: wrk against the API and against S3 directly.
+        m["wrk"] = self.measure_wrk(ho, last_edge)
+
+        # 6: 1% changed, then incremental (changes HO's catalog: runs after the rest).
+        changed = max(1, args.photos // 100)
+        inc1 = []
+        rng = random.Random(args.seed + 99)
+        for _ in range(args.reps):
+            picks = rng.sample(photo_set["paths"], changed)
+            for path in picks:
+                self.testbed.make_jpeg(path, path.stat().st_size, seed=rng.getrandbits(32))
+            self.ho_cli(ho["env"], "import", str(ho["photo_dir"]))
+            inc1.append(self.pull(last_edge, "incremental"))
+            assert inc1[-1]["summary"]["downloaded"] == changed, inc1[-1]
+        m["incremental_1pct"] = _series(inc1)
+        m["incremental_1pct"]["changed_photos"] = changed
+        log(f"incremental after {changed} changed: {m['incremental_1pct']['median_seconds']}s")
+
+        # 5 and 7 at the large count (small photos).
+        large = args.large_photos
+        log(f"generating {large} small JPEGs (2-5 KB) for the large-catalog runs")
+        large_set = self.generate(self.root / "photos-large", large, seed=args.seed + 1,
+                                  min_kb=2, max_kb=5, mean_kb=3)
+        hol = self.make_ho("large", self.root / "photos-large")
+        large_set["import_seconds"] = hol["import_seconds"]
+        self.results["large_set"] = {k: v for k, v in large_set.items() if k != "paths"}
+        self.results["large_set"]["note"] = ("small photos (2-5 KB) to keep generation and "
+                                             "import fast; RSS from bytes in flight is bounded "
+                                             "by the write batch and does not grow with count")
+        edge_l = self.make_edge(hol, "large")
+        m["full_sync_large"] = _series([self.pull(edge_l, "full")],
+                                       large_set["bytes_total"] / 1e6, large)
+        log(f"full sync of {large}: {m['full_sync_large']['median_seconds']}s, RSS "
+            f"{m['full_sync_large']['peak_rss_mb']} MB")
+        m["incremental_nochange_large"] = _series(
+            [self.pull(edge_l, "incremental") for _ in range(args.reps * 3)])
+        self.results["large_photos"] = large
+        self.results["commands"] = self.commands
+        self.results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        self.results["ratios"], self.results["targets"] = evaluate(self.results)
+        return self.results
+
+    def measure_wrk(self, ho: dict, edge: dict) -> dict:
+        import requests
+        from minio import Minio
+        token = requests.post(f"{ho['url']}/api/v1/auth/token/", timeout=10, json={
+            "store_id": edge["store_id"], "secret": edge["secret"]}).json()["access"]
+        auth = [f"Authorization: Bearer {token}"]
+        import psycopg
+        with psycopg.connect(ho["database_url"]) as conn:
+            rows = conn.execute("SELECT id::text, object_key FROM product_photo "
+                                "WHERE deleted_at IS NULL ORDER BY change_seq").fetchall()
+        n = len(rows)
+        list_paths = [f"/api/v1/sync/product-photos/?limit=100&offset={o}"
+                      for o in range(0, max(1, n - 99), 100)]
+        download_paths = [f"/api/v1/sync/product-photos/{pid}/download/" for pid, _ in rows]
+        client = Minio(self.s3.endpoint, self.s3.access_key, self.s3.secret_key, secure=False,
+                       region="us-east-1")
+        s3_paths = []
+        for _, key in rows:
+            url = client.presigned_get_object(ho["bucket"], key, expires=dt.timedelta(hours=2))
+            s3_paths.append(url.split(self.s3.endpoint, 1)[1])
+        result = {"connections": self.args.wrk_connections, "seconds": self.args.wrk_seconds}
+        result["list"] = self.wrk("list", ho["url"], list_paths, auth)
+        result["list"]["photos_per_s"] = round(result["list"]["req_per_s"] * 100, 1)
+        result["download_api"] = self.wrk("download_api", ho["url"], download_paths, auth)
+        result["download_s3"] = self.wrk("download_s3", f"http://{self.s3.endpoint}", s3_paths,
+                                         [])
+        for name in ("list", "download_api", "download_s3"):
+            r = result[name]
+            log(f"wrk {name}: {r['req_per_s']} req/s, {r['mb_per_s']} MB/s, "
+                f"p50 {r['latency_p50_ms']} ms")
+        return result
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+        if self.s3:
+            self.s3.stop()
+        if self.pg:
+            self.pg.stop("immediate")
+        if not self.args.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _redact_url(url: str) -> str:
+    return url.split("//", 1)[0] + "//127.0.0.1:PORT"
+
+
+def _series(runs: list[dict], total_mb: float | None = None, photos: int | None = None) -> dict:
+    seconds = [r["seconds"] for r in runs]
+    out = {"runs": runs, "median_seconds": median(seconds),
+           "peak_rss_mb": max(r["max_rss_mb"] for r in runs)}
+    if all("cpu" in r for r in runs):
+        out["median_cpu"] = {k: median([r["cpu"][k] for r in runs]) for k in runs[0]["cpu"]}
+    if total_mb:
+        out["mb_per_s"] = round(total_mb / out["median_seconds"], 1)
+    if photos:
+        out["photos_per_s"] = round(photos / out["median_seconds"], 1)
+    return out
+
+
+def evaluate(results: dict) -> tuple[dict, list[dict]]:
+    m = results["measurements"]
+    full = m["full_sync"]["median_seconds"]
+    wrk = m["wrk"]
+    ratios = {
+        "full_vs_rclone": round(full / m["rclone"]["median_seconds"], 3),
+        "full_vs_practical": round(full / m["practical"]["median_seconds"], 3),
+        "baseline_vs_full": round(m["baseline"]["scaled_seconds"] / full, 1),
+        "incr_vs_full": round(m["incremental_nochange"]["median_seconds"] / full, 4),
+        # The same ratio from the runs' own summaries: without interpreter start and imports.
+        "incr_vs_full_in_run": round(
+            median([r["summary"]["duration"] for r in m["incremental_nochange"]["runs"]])
+            / median([r["summary"]["duration"] for r in m["full_sync"]["runs"]]), 4),
+        "incr_large_vs_small": round(m["incremental_nochange_large"]["median_seconds"]
+                                     / m["incremental_nochange"]["median_seconds"], 3),
+        "incr_1pct_vs_full": round(m["incremental_1pct"]["median_seconds"] / full, 4),
+        "s3_vs_api_download": round(wrk["download_s3"]["mb_per_s"]
+                                    / wrk["download_api"]["mb_per_s"], 2),
+    }
+    n, large = results["photos"], results["large_photos"]
+    targets = [
+        {"what": "full sync vs rclone copy (time)", "value": ratios["full_vs_rclone"],
+         "target": f"<= {TARGETS['full_vs_rclone']}x",
+         "met": ratios["full_vs_rclone"] <= TARGETS["full_vs_rclone"]},
+        {"what": "original plan vs full sync (time, scaled)", "value": ratios["baseline_vs_full"],
+         "target": f">= {TARGETS['full_vs_baseline']:.0f}x faster",
+         "met": ratios["baseline_vs_full"] >= TARGETS["full_vs_baseline"]},
+        {"what": "no-change incremental vs full sync", "value": ratios["incr_vs_full"],
+         "target": f"<= {TARGETS['incr_vs_full']:.0%}",
+         "met": ratios["incr_vs_full"] <= TARGETS["incr_vs_full"]},
+        {"what": "  the same, in-run time only (summary `duration`, no process start)",
+         "value": ratios["incr_vs_full_in_run"], "target": f"<= {TARGETS['incr_vs_full']:.0%}",
+         "met": ratios["incr_vs_full_in_run"] <= TARGETS["incr_vs_full"]},
+        {"what": f"no-change incremental, {large} vs {n} photos",
+         "value": ratios["incr_large_vs_small"], "target": f"<= {TARGETS['incr_large_vs_small']}x",
+         "met": ratios["incr_large_vs_small"] <= TARGETS["incr_large_vs_small"]},
+        {"what": f"agent peak RSS, full sync of {n} photos (MB)",
+         "value": m["full_sync"]["peak_rss_mb"], "target": f"<= {TARGETS['rss_mb']:.0f} MB",
+         "met": m["full_sync"]["peak_rss_mb"] <= TARGETS["rss_mb"]},
+        {"what": f"agent peak RSS, full sync of {large} photos (MB)",
+         "value": m["full_sync_large"]["peak_rss_mb"], "target": f"<= {TARGETS['rss_mb']:.0f} MB",
+         "met": m["full_sync_large"]["peak_rss_mb"] <= TARGETS["rss_mb"]},
+        {"what": "direct S3 vs HO API download throughput (wrk)",
+         "value": ratios["s3_vs_api_download"], "target": f"<= {TARGETS['download_vs_s3']}x",
+         "met": ratios["s3_vs_api_download"] <= TARGETS["download_vs_s3"]},
+    ]
+    return ratios, targets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=1000, help="photo set size (default 1000)")
+    parser.add_argument("--large-photos", type=int, default=10000,
+                        help="catalog size for the large incremental/RSS runs (small photos)")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
+    parser.add_argument("--baseline-photos", type=int, default=200,
+                        help="photos the original-plan baseline syncs (scaled per photo)")
+    parser.add_argument("--baseline-reps", type=int, default=None,
+                        help="baseline repetitions (default: --reps)")
+    parser.add_argument("--wrk-seconds", type=int, default=10)
+    parser.add_argument("--wrk-connections", type=int, default=8)
+    parser.add_argument("--ho-workers", type=int, default=4,
+                        help="gunicorn workers of the bench HO (its config's default on 2 cores)")
+    parser.add_argument("--ho-threads", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=BENCH / "results",
+                        help="folder for photos-N.json and photos-N.png")
+    parser.add_argument("--no-results-md", action="store_true",
+                        help="do not refresh the generated block of bench/RESULTS.md")
+    parser.add_argument("--no-install", action="store_true",
+                        help="fail instead of installing missing rclone/wrk/matplotlib")
+    parser.add_argument("--keep", action="store_true", help="keep the temp folder")
+    args = parser.parse_args(argv)
+    if args.baseline_reps is None:
+        args.baseline_reps = args.reps
+    if args.photos < 2 or args.reps < 1:
+        parser.error("--photos must be at least 2 and --reps at least 1")
+    ensure_tools(install=not args.no_install)
+
+    bench = Bench(args)
+    try:
+        results = bench.run()
+    finally:
+        bench.close()
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"photos-{args.photos}.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    log(f"wrote {json_path}")
+    import report
+    png = report.plot(results, args.out / f"photos-{args.photos}.png")
+    if png:
+        log(f"wrote {png}")
+    if not args.no_results_md:
+        md = report.refresh_results_md(BENCH / "RESULTS.md", args.out)
+        log(f"refreshed {md}")
+    print(report.table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
