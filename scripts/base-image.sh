@@ -2,9 +2,10 @@
 # Build the local systemd container images used by molecule and the demo.
 #
 #   photo-sync/systemd-base:bookworm   debootstrap'ed Debian 12 with systemd (docker import)
-#   photo-sync/systemd-fleet:bookworm  FROM the base, with postgresql-15, python3-venv
-#                                      and acl pre-baked so converges are fast (the roles
-#                                      still install them when they are missing)
+#   photo-sync/systemd-fleet:bookworm  FROM the base, with the packages the roles install
+#                                      (postgresql 15, python3-psycopg2, python3-venv, acl)
+#                                      pre-baked so converges are fast; the roles still
+#                                      install them where they are missing
 #
 # Nothing is pulled from a registry. An image that already exists with the
 # same recipe (label photo-sync.recipe) is reused; change this file or set
@@ -28,13 +29,12 @@ say() { printf 'base-image: %s\n' "$*" >&2; }
 
 "$here/docker-engine.sh"
 
-recipe="$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)"
-
+# image_current IMAGE RECIPE: the image exists and was built from this recipe.
 image_current() {
     [ "$rebuild" != 1 ] || return 1
     local label
     label="$(docker image inspect --format '{{ index .Config.Labels "photo-sync.recipe" }}' "$1" 2>/dev/null)" || return 1
-    [ "$label" = "$recipe" ]
+    [ "$label" = "$2" ]
 }
 
 build_base() {
@@ -66,9 +66,8 @@ SOURCES
     find "$rootfs/var/cache/apt/archives" -name '*.deb' -delete
     tar -C "$rootfs" -c . | docker import \
         -c 'CMD ["/lib/systemd/systemd"]' \
-        -c 'STOPSIGNAL SIGRTMIN+3' \
         -c 'ENV container=docker' \
-        -c "LABEL photo-sync.recipe=$recipe" \
+        -c "LABEL photo-sync.recipe=$base_recipe" \
         - "$base" >/dev/null
 }
 
@@ -76,18 +75,32 @@ base_id() { docker image inspect --format '{{.Id}}' "$base"; }
 
 build_fleet() {
     say "building $fleet FROM $base"
-    docker build -q -t "$fleet" --label "photo-sync.recipe=$recipe" \
-        --label "photo-sync.base=$(base_id)" - >/dev/null <<DOCKERFILE
-FROM $base
-RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      postgresql-15 python3-venv acl \
- && apt-get clean && rm -rf /var/lib/apt/lists/*
-CMD ["/lib/systemd/systemd"]
-DOCKERFILE
+    local buildlog
+    buildlog="$(mktemp)"
+    # The legacy builder needs nothing pulled; its deprecation notice goes to the log.
+    trap 'rm -f "$buildlog"' RETURN
+    export DOCKER_BUILDKIT=0
+    if ! printf '%s\n' "$fleet_dockerfile" | docker build -q -t "$fleet" \
+        --label "photo-sync.recipe=$fleet_recipe" --label "photo-sync.base=$(base_id)" - \
+        >/dev/null 2>"$buildlog"
+    then
+        tail -n 30 "$buildlog" >&2
+        return 1
+    fi
 }
 
-if image_current "$base"; then
+# Each image is rebuilt when its own recipe changes (a hash of its build steps).
+fleet_dockerfile="FROM $base
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+      postgresql postgresql-client python3-psycopg2 python3-venv acl \\
+ && apt-get clean
+STOPSIGNAL SIGRTMIN+3
+CMD [\"/lib/systemd/systemd\"]"
+base_recipe="$(declare -f build_base | sha256sum | cut -c1-16)"
+fleet_recipe="$(printf '%s' "$fleet_dockerfile" | sha256sum | cut -c1-16)"
+
+if image_current "$base" "$base_recipe"; then
     say "reusing $base"
 else
     build_base
@@ -95,10 +108,13 @@ else
 fi
 
 # The fleet image is rebuilt whenever the base under it changed.
-if image_current "$fleet" \
+if image_current "$fleet" "$fleet_recipe" \
     && [ "$(docker image inspect --format '{{ index .Config.Labels "photo-sync.base" }}' "$fleet")" = "$(base_id)" ]; then
     say "reusing $fleet"
 else
     build_fleet
     say "built $fleet"
 fi
+
+# Earlier builds of these images, now untagged, only take disk space.
+docker image prune -f --filter "label=photo-sync.recipe" >/dev/null

@@ -243,7 +243,8 @@ class HOServer:
         self.log_path = self.root / f"gunicorn-{self.port}.log"
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [gunicorn, "-c", "python:photo_sync.ho.gunicorn_conf", "photo_sync.ho.app:create_app()"],
+            [gunicorn, "-c", "python:photo_sync.ho.gunicorn_conf",
+             "photo_sync.ho.app:create_app()"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         check = self._healthy if wait_healthy else self._answering
