@@ -26,3 +26,6 @@ demo: demo-local
 
 clean:
 	rm -rf build dist .pytest_cache
+
+bench: bootstrap
+	$(PY) bench/run.py --photos $(BENCH_PHOTOS)
