@@ -48,6 +48,8 @@ def table(r: dict) -> str:
                      f"{_cpu(series)} |")
 
     row("photo-sync full sync (`pull --mode full`, concurrency 8)", m["full_sync"])
+    if "full_sync_presigned" in m:
+        row("photo-sync full sync, bytes from presigned S3 URLs", m["full_sync_presigned"])
     row("rclone copy --transfers 8 (S3 -> local disk)", m["rclone"])
     row("practical limit: 8 S3 GET threads + binary COPY", m["practical"])
     b = m["baseline"]
@@ -99,12 +101,14 @@ def plot(r: dict, path: Path) -> Path | None:
         print("bench: matplotlib missing: no plot (pip install matplotlib)")
         return None
     m, n = r["measurements"], r["photos"]
-    names = ["original plan\n(scaled)", "photo-sync\nfull", "rclone\ncopy", "practical\nlimit"]
+    names = ["original plan\n(scaled)", "photo-sync\nfull", "photo-sync\npresigned",
+             "rclone\ncopy", "practical\nlimit"]
     values = [m["baseline"]["scaled_seconds"], m["full_sync"]["median_seconds"],
+              m.get("full_sync_presigned", m["full_sync"])["median_seconds"],
               m["rclone"]["median_seconds"], m["practical"]["median_seconds"]]
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=80,
                                gridspec_kw={"width_ratios": [3, 2]})
-    bars = a.barh(names, values, color=["#b0b0b0", "#2a7ab0", "#e08a2c", "#5aa05a"])
+    bars = a.barh(names, values, color=["#b0b0b0", "#2a7ab0", "#1d5a85", "#e08a2c", "#5aa05a"])
     a.set_xscale("log")
     a.set_xlabel("seconds (log)")
     a.set_title(f"sync {n} photos into an edge", fontsize=10)

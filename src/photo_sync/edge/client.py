@@ -104,6 +104,17 @@ def _error_of(response: requests.Response) -> HOError:
     return HOError(response.status_code, code, detail)
 
 
+def _verify(sums: Checksums, md5: str, sha256: str | None, source: str) -> None:
+    if not md5:
+        raise VerificationError(f"{source} gave no MD5 checksum")
+    if sums.md5 != md5:
+        raise VerificationError(f"MD5 mismatch: got {sums.md5}, {source} says {md5} "
+                                f"({sums.size} bytes received)")
+    if sha256 and sums.sha256 != sha256:
+        raise VerificationError(f"SHA-256 mismatch: got {sums.sha256[:16]}..., "
+                                f"{source} says {sha256[:16]}...")
+
+
 class HOClient:
     def __init__(self, base_url: str, store_id: str, secret: str, *, timeout: float = 60.0,
                  retries: int = 5, backoff: float = 0.5, max_backoff: float = 15.0,
@@ -118,7 +129,7 @@ class HOClient:
         self.max_backoff = max_backoff
         self.limiter = limiter or RateLimiter(0)
         self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = f"photo-sync-edge/{__version__}"
@@ -246,12 +257,7 @@ class HOClient:
             try:
                 if response.status_code != 200:
                     raise _error_of(response)
-                sums = Checksums()
-                chunks = []
-                for chunk in response.iter_content(CHUNK_SIZE):
-                    self.limiter.acquire(len(chunk))
-                    sums.update(chunk)
-                    chunks.append(chunk)
+                chunks, sums = self._read_body(response)
             except (requests.ConnectionError, requests.Timeout,
                     requests.exceptions.ChunkedEncodingError) as exc:
                 # The body broke off: try the whole photo again.
@@ -268,12 +274,7 @@ class HOClient:
             expected_sha = headers.get(protocol.HEADER_CHECKSUM_SHA256, "").lower() or None
             if not expected_md5:
                 raise VerificationError("HO sent no X-Checksum header")
-            if sums.md5 != expected_md5:
-                raise VerificationError(f"MD5 mismatch: got {sums.md5}, HO says {expected_md5} "
-                                        f"({sums.size} bytes received)")
-            if expected_sha and sums.sha256 != expected_sha:
-                raise VerificationError(f"SHA-256 mismatch: got {sums.sha256[:16]}..., "
-                                        f"HO says {expected_sha[:16]}...")
+            _verify(sums, expected_md5, expected_sha, "HO")
             try:
                 version = int(headers.get(protocol.HEADER_VERSION, ""))
             except ValueError:
@@ -281,6 +282,38 @@ class HOClient:
             return Download(b"".join(chunks), sums.md5, expected_sha, version,
                             headers.get("Content-Type", "application/octet-stream"))
         raise AssertionError("unreachable")
+
+    def _read_body(self, response: requests.Response) -> tuple[list[bytes], Checksums]:
+        sums = Checksums()
+        chunks = []
+        for chunk in response.iter_content(CHUNK_SIZE):
+            self.limiter.acquire(len(chunk))
+            sums.update(chunk)
+            chunks.append(chunk)
+        return chunks, sums
+
+    def fetch_presigned(self, url: str, photo: dict) -> Download:
+        """The bytes of a photo straight from S3 (a URL HO presigned), verified against the
+        checksums of the listing. One try: the caller falls back to the API on any error
+        but a checksum mismatch."""
+        response = None
+        try:
+            response = self.session.get(url, stream=True, timeout=self.timeout)
+            if response.status_code != 200:
+                raise PhotoUnavailable(f"presigned GET answered {response.status_code}")
+            chunks, sums = self._read_body(response)
+        except (requests.ConnectionError, requests.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            raise PhotoUnavailable(f"presigned GET failed ({type(exc).__name__})") from None
+        finally:
+            if response is not None:
+                response.close()
+        _verify(sums, (photo.get("checksum") or "").lower(),
+                (photo.get("checksum_sha256") or "").lower() or None, "the HO catalog")
+        return Download(b"".join(chunks), sums.md5, photo.get("checksum_sha256"),
+                        int(photo["version"]), photo.get("content_type")
+                        or response.headers.get("Content-Type", "application/octet-stream"))
+
 
     def report(self, batch: list[dict]) -> int:
         response = self._send("POST", "/sync/product-photos/status/",

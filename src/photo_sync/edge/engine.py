@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +32,9 @@ MODES = ("full", "incremental")
 WRITE_BATCH_PHOTOS = 64
 WRITE_BATCH_BYTES = 16 * 1024 * 1024
 MAX_FAILURES_LISTED = 50
+# After this many presigned fetches fail (S3 not reachable from the store, clock skew),
+# the run stops trying them and takes every photo through the API.
+PRESIGNED_GIVE_UP = 3
 META_FIELDS = ("product_id", "object_key", "filename", "size", "content_type", "version",
                "is_primary", "sort_order")
 
@@ -111,6 +115,8 @@ class SyncRun:
         self._last_progress = 0.0
         self._walked_from_start = False
         self._unavailable_in_a_row = 0
+        self._presigned_failures = 0
+        self._lock = threading.Lock()
 
     # The run --------------------------------------------------------------------------
 
@@ -251,7 +257,7 @@ class SyncRun:
                 if photo is None:
                     exhausted = True
                     break
-                pending[self._pool.submit(self.client.download, str(photo["id"]))] = photo
+                pending[self._pool.submit(self._download_one, photo)] = photo
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -289,6 +295,19 @@ class SyncRun:
                     self._flush()
                     self.store.commit()
                 self._report_progress()
+
+    def _download_one(self, photo: dict) -> Download:
+        """Bytes straight from S3 when HO offered a presigned URL, else through the API."""
+        url = photo.get("download_url")
+        if url and self.settings.presigned and self._presigned_failures < PRESIGNED_GIVE_UP:
+            try:
+                return self.client.fetch_presigned(url, photo)
+            except PhotoUnavailable as exc:
+                with self._lock:
+                    self._presigned_failures += 1
+                log.info("presigned download of %s failed (%s); using the HO API",
+                         photo["id"], exc)
+        return self.client.download(str(photo["id"]))
 
     def _flush(self) -> None:
         if not self._batch:

@@ -24,6 +24,7 @@ class EdgeSettings:
     retries: int = 5
     page_size: int = 500
     table: str = "product_photo"
+    presigned: bool = True  # fetch bytes from S3 when HO offers presigned URLs
 
     def __repr__(self) -> str:  # keeps the secret and the DB URL out of logs
         return (f"EdgeSettings(ho_url={self.ho_url!r}, store_id={self.store_id!r}, "
@@ -58,4 +59,5 @@ class EdgeSettings:
             retries=s.get_int("RETRIES", 5, minimum=0),
             page_size=s.get_int("PAGE_SIZE", 500, minimum=1),
             table=s.get("TABLE", "product_photo"),
+            presigned=s.get_bool("PRESIGNED", True),
         )

@@ -161,7 +161,9 @@ class EdgeStore:
                 photo["content_type"], photo["is_primary"], photo["sort_order"],
                 _ts(photo["updated_at"]), error))
             self._queue(cur, [(photo["id"], photo["version"], protocol.STATUS_FAILED, None, error)])
-            wanted = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in photo.items()}
+            # A presigned URL expires; the retry goes through the API.
+            wanted = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in photo.items()
+                      if k != "download_url"}
             cur.execute(
                 "INSERT INTO photo_sync_retry (photo_id, photo, last_error) VALUES (%s, %s, %s) "
                 "ON CONFLICT (photo_id) DO UPDATE SET photo = EXCLUDED.photo, "

@@ -64,6 +64,8 @@ def create_app(test_config: dict | None = None) -> Flask:
         TOKEN_TTL=settings.token_ttl,
         PUBLIC_IMAGE_BASE=settings.public_image_base,
         MAX_DOWNLOADS_PER_STORE=settings.max_downloads_per_store,
+        PRESIGNED_DOWNLOADS=settings.presigned_downloads,
+        PRESIGN_TTL=settings.presign_ttl,
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         JSON_SORT_KEYS=False,
     )

@@ -51,6 +51,9 @@ PHOTO = {
         "updated_at": {"type": "string", "format": "date-time"},
         "image_url": {"type": "string", "description": "HO URL with ?v=<first 8 hex of checksum>"},
         "deleted": {"type": "boolean", "description": "a tombstone: delete this photo"},
+        "download_url": {"type": "string", "description": "when HO offers it: a short-lived "
+                         "S3 URL for the bytes, bypassing the API; verify against checksum "
+                         "and checksum_sha256"},
     },
 }
 

@@ -23,6 +23,9 @@ class HOSettings:
     token_ttl: int = 3600
     public_image_base: str = ""
     max_downloads_per_store: int = 16
+    presigned_downloads: bool = False
+    s3_public_endpoint: str = ""
+    presign_ttl: int = 900
 
     def __repr__(self) -> str:  # keeps secrets out of logs and tracebacks
         return (f"HOSettings(database_url=<hidden>, s3_endpoint={self.s3_endpoint!r}, "
@@ -49,4 +52,7 @@ class HOSettings:
             token_ttl=s.get_int("TOKEN_TTL", 3600, minimum=60),
             public_image_base=s.get("PUBLIC_IMAGE_BASE", ""),
             max_downloads_per_store=s.get_int("MAX_DOWNLOADS_PER_STORE", 16, minimum=1),
+            presigned_downloads=s.get_bool("PRESIGNED_DOWNLOADS", False),
+            s3_public_endpoint=s.get("S3_PUBLIC_ENDPOINT", ""),
+            presign_ttl=s.get_int("PRESIGN_TTL", 900, minimum=60),
         )

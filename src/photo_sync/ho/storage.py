@@ -7,6 +7,7 @@ else); checksums come from the catalog.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 from collections.abc import Iterator
 
@@ -59,7 +60,8 @@ class ObjectStream:
 
 class Storage:
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
-                 secure: bool = False, region: str = "us-east-1", pool_size: int = 32):
+                 secure: bool = False, region: str = "us-east-1", pool_size: int = 32,
+                 public_endpoint: str = ""):
         # Short connect timeout and no SDK retry loop: an S3 outage turns into a
         # prompt 503 that the edge retries, not a worker stuck for a minute.
         http = urllib3.PoolManager(
@@ -73,11 +75,22 @@ class Storage:
         self.secure = secure
         self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                              secure=secure, region=region, http_client=http)
+        # Presigned URLs are signed for the host the stores use; signing needs no network
+        # call because the region is given.
+        self._public = Minio(public_endpoint or endpoint, access_key=access_key,
+                             secret_key=secret_key, secure=secure, region=region,
+                             http_client=http)
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
-                   settings.s3_bucket, settings.s3_secure, settings.s3_region)
+                   settings.s3_bucket, settings.s3_secure, settings.s3_region,
+                   public_endpoint=settings.s3_public_endpoint)
+
+    def presign(self, object_key: str, ttl_seconds: int) -> str:
+        """A GET URL for one object that works without credentials until it expires."""
+        return self._public.presigned_get_object(self.bucket, object_key,
+                                                 expires=dt.timedelta(seconds=ttl_seconds))
 
     def public_url(self, object_key: str) -> str:
         scheme = "https" if self.secure else "http"
