@@ -68,7 +68,8 @@ def test_harness_result_has_every_measurement(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((out / "photos-4.json").read_text())
     m = result["measurements"]
-    assert set(m) == {"full_sync", "incremental_nochange", "rclone", "practical", "baseline",
+    assert set(m) == {"full_sync", "full_sync_presigned", "incremental_nochange", "rclone",
+                      "practical", "baseline",
                       "wrk", "incremental_1pct", "full_sync_large", "incremental_nochange_large"}
     for name, series in m.items():
         if name != "wrk":
@@ -83,7 +84,7 @@ def test_harness_result_has_every_measurement(tmp_path):
     assert m["baseline"]["photos_measured"] == 2 and m["baseline"]["scaled_seconds"] > 0
     for name in ("list", "download_api", "download_s3"):
         assert m["wrk"][name]["requests"] > 0 and m["wrk"][name]["errors"]["status"] == 0
-    assert len(result["targets"]) == 8 and all("met" in t for t in result["targets"])
+    assert len(result["targets"]) == 10 and all("met" in t for t in result["targets"])
     assert {"full_vs_rclone", "baseline_vs_full", "incr_vs_full", "incr_large_vs_small",
             "s3_vs_api_download"} <= set(result["ratios"])
     assert result["machine"]["cores"] and result["commands"]["pull_full"]

@@ -305,7 +305,9 @@ def test_openapi_describes_every_endpoint(ho):
     listed = doc["paths"]["/api/v1/sync/product-photos/"]["get"]
     assert {p["name"] for p in listed["parameters"]} == {"store_id", "limit", "offset", "since",
                                                         "cursor"}
-    assert set(doc["components"]["schemas"]["Photo"]["properties"]) == PHOTO_FIELDS
+    # download_url is listed only when HO offers presigned downloads
+    assert set(doc["components"]["schemas"]["Photo"]["properties"]) == PHOTO_FIELDS | {
+        "download_url"}
     for path in ("sync/product-photos/", "sync/product-photos/{photo_id}/download/"):
         assert doc["paths"][f"/api/v1/{path}"]["get"]["security"] == [{"bearer": []}]
 
