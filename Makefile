@@ -16,13 +16,33 @@ help:
 bootstrap:
 	scripts/bootstrap.sh test,fleet
 
+# Molecule and ansible-playbook come from the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SCENARIOS ?= ho_sync_api edge_photo_sync fleet
+
 test: bootstrap
+	$(MAKE) --no-print-directory lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-fleet
+
+lint: bootstrap
+	$(VENV)/bin/ruff check src library module_utils tests bench
+	$(VENV)/bin/yamllint -s roles playbooks inventories molecule
+	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint roles playbooks
+
+# One Docker engine and one base image for every scenario of the run.
+test-fleet: bootstrap
+	scripts/docker-engine.sh
+	scripts/fleet-test.sh $(SCENARIOS)
 
 demo-local: bootstrap
 	$(PY) -m photo_sync.demo
 
-demo: demo-local
+demo: bootstrap
+	scripts/demo.sh
+
+demo-down:
+	scripts/demo-down.sh
 
 clean:
 	rm -rf build dist .pytest_cache

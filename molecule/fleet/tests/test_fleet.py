@@ -1,0 +1,131 @@
+"""The rolled-out fleet: HO serving, every store migrated, scheduled and byte-identical to HO."""
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import testinfra
+
+testinfra_hosts = ["ansible://all"]
+
+STORES = ("fleet-store1", "fleet-store2", "fleet-store3")
+HARDENING = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+             "NoNewPrivileges": "yes"}
+
+
+def _host(name):
+    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
+    return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory}")
+
+
+@pytest.fixture(scope="module")
+def ho():
+    return _host("fleet-ho")
+
+
+@pytest.fixture(autouse=True)
+def journal_on_failure(request, host):
+    """When an assertion fails, show what the photo-sync units said on that host."""
+    yield
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(host.run("journalctl -u 'photo-sync*' --no-pager -n 80").stdout)
+
+
+def show(host, unit, *props):
+    out = host.check_output(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
+    return dict(line.split("=", 1) for line in out.splitlines())
+
+
+def is_store(host):
+    return host.backend.get_hostname() in STORES
+
+
+def psql(host, db, sql, user="postgres"):
+    return host.check_output(f"runuser -u {user} -- psql -XAtq -d {db} -F '|' -c \"{sql}\"")
+
+
+def ho_catalog(ho):
+    rows = psql(ho, "photo_sync_ho", "SELECT id, checksum, filename FROM product_photo "
+                                     "WHERE deleted_at IS NULL", user="photo_sync")
+    return {r.split("|")[0]: (r.split("|")[1], r.split("|")[2]) for r in rows.splitlines()}
+
+
+def test_ho_serves_healthy_and_hardened(host, ho):
+    if is_store(host):
+        pytest.skip("HO only")
+    for unit in ("photo-sync-ho", "photo-sync-s3", "postgresql"):
+        assert host.service(unit).is_running, unit
+    props = show(host, "photo-sync-ho", "Type", "User", *HARDENING)
+    assert props.pop("Type") == "notify"
+    assert props.pop("User") == "photo_sync"
+    assert props == HARDENING
+    health = host.check_output(
+        "python3 -c \"import urllib.request;"
+        "print(urllib.request.urlopen('http://127.0.0.1:8080/api/v1/health/').read().decode())\"")
+    assert json.loads(health)["status"] == "ok"
+
+
+def test_ho_catalog_matches_the_imported_files(host, ho):
+    """HO's checksums are those of the JPEGs the controller generated."""
+    if is_store(host):
+        pytest.skip("HO only")
+    photos = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "photos")
+    local = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in photos.glob("*.jpg")}
+    catalog = {name: checksum for checksum, name in ho_catalog(ho).values()}
+    assert len(local) == 24
+    assert {n: catalog.get(n) for n in local} == local
+
+
+def test_store_timers_scheduled(host):
+    if not is_store(host):
+        pytest.skip("stores only")
+    for timer in ("photo-sync-edge-incremental.timer", "photo-sync-edge-full.timer"):
+        props = show(host, timer, "ActiveState", "UnitFileState", "NextElapseUSecRealtime")
+        assert props["ActiveState"] == "active", timer
+        assert props["UnitFileState"] == "enabled", timer
+        assert props["NextElapseUSecRealtime"] not in ("", "0", "n/a"), timer
+
+
+def test_store_agent_hardened(host):
+    if not is_store(host):
+        pytest.skip("stores only")
+    props = show(host, "photo-sync-edge@incremental.service", "User", *HARDENING)
+    assert props.pop("User") == "photo_sync"
+    assert props == HARDENING
+    env = host.file("/etc/photo-sync/edge.env")
+    assert (env.mode, env.user) == (0o600, "photo_sync")
+
+
+def test_store_photos_byte_identical_to_ho(host, ho):
+    """Every photo HO has is in the store's database, with HO's bytes, marked synced."""
+    if not is_store(host):
+        pytest.skip("stores only")
+    catalog = ho_catalog(ho)
+    rows = psql(host, "edge", "SELECT id, md5(image_binary), sync_status FROM product_photo")
+    held = {r.split("|")[0]: (r.split("|")[1], r.split("|")[2]) for r in rows.splitlines()}
+    assert len(catalog) == 24
+    assert {pid: held.get(pid) for pid in catalog} == {pid: (md5, "synced")
+                                                       for pid, (md5, _) in catalog.items()}
+
+
+def test_store_kept_its_old_table(host):
+    """The migration added columns to the store's table; its own rows and column stay."""
+    if not is_store(host):
+        pytest.skip("stores only")
+    owner = psql(host, "edge", "SELECT tableowner FROM pg_tables WHERE tablename = 'product_photo'")
+    assert owner == "store_app"
+    legacy = psql(host, "edge", "SELECT count(*) FROM product_photo "
+                                "WHERE shelf_label LIKE 'legacy photo-%' AND image_binary IS NOT NULL")
+    assert legacy == "8"
+
+
+def test_ho_received_every_store_report(host, ho):
+    if is_store(host):
+        pytest.skip("HO only")
+    out = host.check_output("runuser -u photo_sync -- /opt/photo-sync/venv/bin/photo-sync-ho "
+                            "--config /etc/photo-sync/ho.env store list --json")
+    stores = {s["name"]: s for s in json.loads(out)}
+    assert sorted(stores) == sorted(STORES)
+    assert all(s["synced"] == 24 and s["failed"] == 0 for s in stores.values()), stores
