@@ -1,6 +1,6 @@
 """The original design's edge sync, implemented faithfully as the benchmark baseline.
 
-What /work/shared/ORIGINAL_DESIGN.md ("Full Sync (Initial)", "Performance Tips")
+What shared/ORIGINAL_DESIGN.md (the project workspace) ("Full Sync (Initial)", "Performance Tips")
 prescribes, and nothing cleverer:
 
 - list photos with offset paging, `limit=100`;

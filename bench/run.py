@@ -377,6 +377,7 @@ class Bench:
         cmd.append(base_url)
         shown = [c if not c.startswith("Authorization") else "Authorization: Bearer TOKEN"
                  for c in cmd]
+        shown = [c.replace(str(BENCH), "bench") for c in shown]  # no path of this machine
         self.commands[f"wrk_{name}"] = (" ".join(shown[:-1]) + " " + _redact_url(base_url) +
                                         f"   (env WRK_PATHS=file of {len(paths)} paths)")
         run = self.measured(cmd, env={**os.environ, "WRK_PATHS": str(path_file)})
