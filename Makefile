@@ -36,7 +36,7 @@ test-fleet: bootstrap
 	scripts/fleet-test.sh $(SCENARIOS)
 
 demo-local: bootstrap
-	$(PY) -m photo_sync.demo
+	PYTHONPATH=tests $(PY) -m support.demo
 
 demo: bootstrap
 	scripts/demo.sh

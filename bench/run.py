@@ -40,6 +40,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
 BIN = Path(sys.executable).parent
 T0 = time.monotonic()
 
@@ -105,7 +106,7 @@ def machine_info() -> dict:
                           .splitlines() if line.startswith("MemTotal")))
     except (OSError, StopIteration, ValueError):
         mem_kb = 0
-    from photo_sync import testbed
+    from support import testbed
     return {
         "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
         "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
@@ -198,7 +199,7 @@ def median(values: list[float]) -> float:
 
 class Bench:
     def __init__(self, args: argparse.Namespace):
-        from photo_sync import testbed
+        from support import testbed
         self.args = args
         self.testbed = testbed
         self.root = testbed.tempdir("photo-sync-bench-")

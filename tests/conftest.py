@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from photo_sync import testbed
+from support import testbed
 from photo_sync.protocol import API_PREFIX
 
 BIN = Path(sys.executable).parent

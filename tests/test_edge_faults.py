@@ -25,7 +25,7 @@ import pytest
 
 from conftest import BIN, assert_edge_matches_ho, assert_no_bad_bytes, ho_live_photos
 from faultproxy import FaultProxy
-from photo_sync import testbed
+from support import testbed
 
 SMALL = {"min_kb": 20, "max_kb": 60, "mean_kb": 30}
 SHARED_COUNT = 40

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from photo_sync import testbed
+from support import testbed
 
 BIN = Path(sys.executable).parent
 MB = 1024 * 1024
@@ -429,7 +429,7 @@ def test_download_head_and_weak_etag(ho_stack, photo_factory):
 def test_one_store_cannot_take_every_download_slot(ho_stack, bed_root):
     import time
 
-    from photo_sync import testbed
+    from support import testbed
     ho = ho_stack("inflight", workers=1, extra_env={"PHOTO_SYNC_HO_MAX_DOWNLOADS_PER_STORE": "1"})
     folder = bed_root / "inflight-photos"
     testbed.make_jpeg(folder / "big.jpg", 8 * 1024 * 1024, seed=5)

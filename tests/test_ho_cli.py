@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from photo_sync import testbed
+from support import testbed
 
 BIN = Path(sys.executable).parent
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from photo_sync import testbed
+from support import testbed
 from photo_sync.ho import catalog
 from photo_sync.ho.importer import import_directory
 from photo_sync.ho.settings import HOSettings

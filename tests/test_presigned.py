@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from conftest import assert_edge_matches_ho, assert_no_bad_bytes
-from photo_sync import testbed
+from support import testbed
 
 
 def _api_downloads(ho) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from photo_sync.errors import ConfigError
 
-class ConfigError(Exception):
-    """A setting is missing or malformed; the message says which and what to do."""
+__all__ = ["ConfigError", "Settings", "read_env_file"]
 
 
 def read_env_file(path: str | os.PathLike) -> dict[str, str]:
@@ -30,7 +30,9 @@ def read_env_file(path: str | os.PathLike) -> dict[str, str]:
         key, sep, value = line.partition("=")
         key = key.strip()
         if not sep or not key.replace("_", "").isalnum():
-            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, got {line[:40]!r}")
+            # Never echo the line: it may hold a secret.
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE (the line has no '=' or "
+                              "its name is not letters, digits and underscores)")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]

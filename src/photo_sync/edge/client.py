@@ -19,6 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from photo_sync import __version__, protocol
+from photo_sync.errors import HOError, HOUnreachable
 from photo_sync.protocol import Checksums
 
 log = logging.getLogger(__name__)
@@ -26,24 +27,6 @@ log = logging.getLogger(__name__)
 CHUNK_SIZE = 256 * 1024
 MAX_RETRY_AFTER = 120.0
 MAX_THROTTLED = 60  # 429s with Retry-After honoured per request before counting as failures
-
-
-class HOError(Exception):
-    """HO answered, but not with what we asked for (a 4xx about this request)."""
-
-    def __init__(self, status: int, code: str, detail: str):
-        super().__init__(f"HTTP {status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-class HOUnreachable(Exception):
-    """HO cannot be reached, keeps failing, or refuses this store's credentials."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status  # the HTTP status HO kept answering; None: no answer at all
 
 
 class PhotoUnavailable(Exception):
@@ -116,6 +99,16 @@ def _verify(sums: Checksums, md5: str, sha256: str | None, source: str) -> None:
 
 
 class HOClient:
+    """The store's side of the HO sync API: token, feed pages, verified downloads, reports."""
+
+    @classmethod
+    def from_settings(cls, settings, *, pool_size: int | None = None) -> "HOClient":
+        """The client an edge run uses, configured from its `EdgeSettings`."""
+        return cls(settings.ho_url, settings.store_id, settings.store_secret,
+                   timeout=settings.timeout, retries=settings.retries,
+                   pool_size=pool_size or settings.concurrency + 4,
+                   limiter=RateLimiter(settings.bandwidth_limit))
+
     def __init__(self, base_url: str, store_id: str, secret: str, *, timeout: float = 60.0,
                  retries: int = 5, backoff: float = 0.5, max_backoff: float = 15.0,
                  pool_size: int = 16, limiter: RateLimiter | None = None):
@@ -244,8 +237,10 @@ class HOClient:
             raise HOUnreachable(f"HO refused the photo list: {_error_of(response)}")
         return response.json()
 
-    def download(self, photo_id: str) -> Download:
-        """The verified bytes of a photo. HOError for 4xx; VerificationError for bad bytes."""
+    def download(self, photo: dict) -> Download:
+        """The verified bytes of a listed photo (`photo` is its feed item). HOError for 4xx;
+        VerificationError for bad bytes."""
+        photo_id = str(photo["id"])
         for attempt in range(self.retries + 1):
             try:
                 response = self._send("GET", f"/sync/product-photos/{photo_id}/download/",

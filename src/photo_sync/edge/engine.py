@@ -21,8 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 from photo_sync.edge import metrics
-from photo_sync.edge.client import (Download, HOClient, HOError, HOUnreachable,
-                                    PhotoUnavailable, RateLimiter, VerificationError)
+from photo_sync.edge.client import Download, HOClient, PhotoUnavailable, VerificationError
+from photo_sync.errors import DeleteRefused, HOError, HOUnreachable
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore, _ts
 
@@ -37,10 +37,6 @@ MAX_FAILURES_LISTED = 50
 PRESIGNED_GIVE_UP = 3
 META_FIELDS = ("product_id", "object_key", "filename", "size", "content_type", "version",
                "is_primary", "sort_order")
-
-
-class DeleteRefused(Exception):
-    pass
 
 
 @dataclass
@@ -103,10 +99,7 @@ class SyncRun:
         self.force_delete = force_delete
         self.progress = progress
         self.summary = RunSummary(mode=mode, dry_run=dry_run)
-        self.client = client or HOClient(
-            settings.ho_url, settings.store_id, settings.store_secret, timeout=settings.timeout,
-            retries=settings.retries, pool_size=settings.concurrency + 4,
-            limiter=RateLimiter(settings.bandwidth_limit))
+        self.client = client or HOClient.from_settings(settings)
         self.store: EdgeStore | None = None
         self._batch: list[tuple[dict, Download]] = []
         self._batch_bytes = 0
@@ -307,7 +300,7 @@ class SyncRun:
                     self._presigned_failures += 1
                 log.info("presigned download of %s failed (%s); using the HO API",
                          photo["id"], exc)
-        return self.client.download(str(photo["id"]))
+        return self.client.download(photo)
 
     def _flush(self) -> None:
         if not self._batch:

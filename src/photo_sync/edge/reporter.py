@@ -26,8 +26,7 @@ def deliver(settings: EdgeSettings, dry_run: bool = False, client: HOClient | No
             ) -> ReportResult:
     store = EdgeStore(settings.database_url, settings.table)
     own_client = client is None
-    client = client or HOClient(settings.ho_url, settings.store_id, settings.store_secret,
-                                timeout=settings.timeout, retries=settings.retries)
+    client = client or HOClient.from_settings(settings, pool_size=2)
     reported = 0
     try:
         store.check_schema()

@@ -20,18 +20,11 @@ from psycopg.rows import dict_row
 
 from photo_sync import protocol
 from photo_sync.edge import schema
+from photo_sync.errors import LockHeld, SchemaMissing
 
 LOCK_KEY_SQL = "hashtext('photo_sync_edge_run')"
 CURSOR_KEY = "cursor"
 STALE_RUN_ERROR = "the run stopped without finishing (crash, kill or reboot)"
-
-
-class LockHeld(Exception):
-    """Another sync run holds this database's run lock."""
-
-
-class SchemaMissing(Exception):
-    pass
 
 
 def _ts(value: str | None):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from photo_sync import testbed
+from support import testbed
 
 BIN = Path(sys.executable).parent
 
