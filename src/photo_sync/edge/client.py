@@ -34,8 +34,22 @@ class PhotoUnavailable(Exception):
     keeps answering 5xx for it): a failure of the photo, not of the run."""
 
 
-class VerificationError(Exception):
+class PhotoRejected(Exception):
+    """This one photo's answer cannot be stored (bad bytes, too large, too slow): the photo
+    fails alone, keeps whatever the store held, and the run goes on. The message is the
+    reason an operator reads in the summary and HO reads in the status report."""
+
+
+class VerificationError(PhotoRejected):
     """The bytes received do not match the checksums HO gave for them."""
+
+
+class BodyTooLarge(PhotoRejected):
+    """The body ran past the photo's listed size or PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES."""
+
+
+class DeadlineExceeded(PhotoRejected):
+    """The photo arrived slower than its deadline allows (PHOTO_SYNC_EDGE_MIN_RATE)."""
 
 
 class RateLimiter:
