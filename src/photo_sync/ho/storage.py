@@ -21,6 +21,8 @@ from photo_sync.errors import StorageUnavailable
 __all__ = ["CHUNK_SIZE", "ObjectMissing", "ObjectStream", "Storage", "StorageUnavailable"]
 
 CHUNK_SIZE = 256 * 1024
+_CHECK = ("check PHOTO_SYNC_HO_S3_ENDPOINT, _S3_ACCESS_KEY, _S3_SECRET_KEY and _S3_BUCKET "
+          "and that the S3 server is running")
 
 
 class ObjectMissing(Exception):
@@ -111,7 +113,8 @@ class Storage:
             self._client.make_bucket(self.bucket)
             return True
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"cannot create bucket {self.bucket}: {exc}") from exc
+            raise StorageUnavailable(f"cannot create bucket {self.bucket} at S3 {self.endpoint} "
+                                     f"({exc}): {_CHECK}") from exc
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""
@@ -140,7 +143,9 @@ class Storage:
             self._client.put_object(self.bucket, object_key, io.BytesIO(data), len(data),
                                     content_type=content_type)
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"S3 PUT {object_key}: {exc}") from exc
+            raise StorageUnavailable(f"S3 PUT {object_key} at {self.endpoint} ({exc}): "
+                                     f"{_CHECK}; no photo whose bytes did not reach S3 is in "
+                                     "the catalog: run the import again") from exc
 
     def remove(self, object_key: str) -> None:
         """Delete one object."""
