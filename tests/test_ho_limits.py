@@ -162,3 +162,20 @@ def test_gunicorn_takes_bind_workers_and_threads_from_the_settings_file(ho, tmp_
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(5)
+
+
+def test_an_api_newer_than_its_catalog_says_so_with_a_503(ho):
+    # A rollout that restarts the API before `init-db` ran: a 503 naming no internals (the
+    # HO log names the command), not a 500 with a traceback. Restored by init-db.
+    store_id, secret = ho.add_store("early")
+    with ho.catalog() as conn:
+        conn.execute("DROP TABLE auth_failure")
+    try:
+        early = ask_token(ho, store_id, secret)
+        assert early.status_code == 503, early.text
+        assert early.json()["error"] == "catalog_not_ready" and early.headers["Retry-After"]
+    finally:
+        ho.cli("init-db")
+    assert ask_token(ho, store_id, secret).status_code == 200
+    log = ho.server.log_path.read_text(errors="replace")
+    assert "photo-sync-ho init-db" in log and "Traceback" not in log

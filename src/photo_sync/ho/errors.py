@@ -65,6 +65,16 @@ def init_app(app: Flask) -> None:
                               "the HO catalog database is busy (a lock or a long statement "
                               "held this request); retry later", {"Retry-After": "5"})
 
+    # New code on an old catalog (init-db not yet run by the rollout): say what to run.
+    @app.errorhandler(psycopg.errors.UndefinedTable)
+    @app.errorhandler(psycopg.errors.UndefinedColumn)
+    def _catalog_behind(exc: Exception):
+        log.error("catalog schema is older than this API: run `photo-sync-ho init-db` (%s)",
+                  str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
+        return error_response(503, "catalog_not_ready",
+                              "the HO catalog schema is older than this API; retry later",
+                              {"Retry-After": "30"})
+
     @app.errorhandler(psycopg.OperationalError)
     @app.errorhandler(psycopg_pool.PoolTimeout)
     @app.errorhandler(DatabaseUnavailable)
