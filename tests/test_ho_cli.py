@@ -1,7 +1,9 @@
 """`photo-sync-ho` as an operator runs it, checked through what stores then see over HTTP.
 
-Import (new, changed and unchanged bytes), delete (tombstones), primary photos,
-product maps, and the store lifecycle: add, set, disable, rotate-secret.
+Import (new, changed and unchanged bytes; files it must not take), delete
+(tombstones), primary photos, product maps, the store lifecycle (add, set,
+enable, disable, rotate-secret), and the `--json` answers the roles judge
+`changed` by.
 """
 
 from __future__ import annotations
@@ -64,6 +66,37 @@ def test_init_db_is_idempotent(ho):
     second = ho.cli("init-db")
     assert "catalog schema is current" in first.stdout
     assert second.stdout.strip() == "catalog schema is current"
+    assert json.loads(ho.cli("init-db", "--json").stdout) \
+        == {"changed": False, "statements": 0, "bucket_created": False}
+
+
+def test_init_db_json_says_changed_on_a_fresh_catalog_and_on_an_upgrade(ho, pg, s3):
+    # What the role judges `changed` by. Fails on the old code (no --json, and an upgrade
+    # printed the same words as a run that changed nothing).
+    env = testbed.ho_environment(pg.create_db(f"ho_fresh_{uuid.uuid4().hex[:8]}"), s3,
+                                 bucket=f"fresh-{uuid.uuid4().hex[:8]}")
+
+    def init_db() -> dict:
+        result = subprocess.run([str(BIN / "photo-sync-ho"), "init-db", "--json"],
+                                env={**os.environ, **env}, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    fresh = init_db()
+    assert fresh["changed"] is True and fresh["bucket_created"] is True
+    assert fresh["statements"] >= 10
+    assert init_db() == {"changed": False, "statements": 0, "bucket_created": False}
+
+    # An older catalog: what a newer release adds is missing.
+    import psycopg
+    with psycopg.connect(env["PHOTO_SYNC_HO_DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("DROP TABLE auth_failure")
+        conn.execute("DROP INDEX product_photo_updated_at_idx")
+    upgraded = init_db()
+    assert upgraded["changed"] is True and upgraded["bucket_created"] is False
+    assert upgraded["statements"] == 4  # the table, its two indexes, the updated_at index
+    assert init_db()["changed"] is False
 
 
 def test_import_new_changed_and_unchanged_bytes(ho, store, tmp_path):
@@ -245,6 +278,104 @@ def test_import_usage_errors_are_reported_without_a_traceback(ho, tmp_path):
         assert "Traceback" not in result.stderr
 
 
+def test_import_takes_only_regular_image_files_and_says_what_it_skipped(ho, store, tmp_path):
+    # Fails on the old code: it uploaded a `*.jpg` symlink to a secret file (and text named
+    # .jpg) to S3 and the catalog, from where every store downloads it.
+    secret_file = tmp_path / "ho.env"
+    secret_bytes = b"PHOTO_SYNC_HO_JWT_SECRET=do-not-ship-me-" + uuid.uuid4().hex.encode()
+    secret_file.write_bytes(secret_bytes)
+    outside = tmp_path / "outside"
+    testbed.make_jpeg(outside / "elsewhere.jpg", 6_000, seed=90)
+    folder = tmp_path / "drop"
+    product = folder / str(uuid.uuid4())
+    testbed.make_jpeg(product / "good.jpg", 8_000, seed=91)
+    png = product / "really-a-png.jpg"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
+    (product / "secret.jpg").symlink_to(secret_file)
+    (product / "photo-link.jpg").symlink_to(outside / "elsewhere.jpg")
+    (folder / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (product / "text.jpg").write_bytes(b"just text, not an image\n" * 10)
+    (product / "empty.png").write_bytes(b"")
+    testbed.make_jpeg(product / "huge.jpg", 40_000, seed=92)
+    (product / "notes.txt").write_text("not a photo")
+    os.mkfifo(product / "pipe.jpg")
+
+    config = tmp_path / "ho-import.env"
+    config.write_text("PHOTO_SYNC_HO_MAX_PHOTO_BYTES=30000\n")
+    _, cursor = feed(ho, store)
+    result = ho.cli("--config", str(config), "import", str(folder), "--json")
+    summary = json.loads(result.stdout)
+    assert (summary["created"], summary["updated"], summary["unchanged"]) == (2, 0, 0)
+    assert summary["changed"] is True
+    reasons = {Path(item["path"]).name: item["reason"] for item in summary["skipped"]}
+    assert set(reasons) == {"secret.jpg", "photo-link.jpg", "linked-folder", "text.jpg",
+                            "empty.png", "huge.jpg", "notes.txt", "pipe.jpg"}
+    assert "symbolic link" in reasons["secret.jpg"]
+    assert "symbolic link" in reasons["photo-link.jpg"]
+    assert "symbolic link" in reasons["linked-folder"]
+    assert "not a JPEG, PNG, WebP or GIF" in reasons["text.jpg"]
+    assert "empty" in reasons["empty.png"]
+    assert "PHOTO_SYNC_HO_MAX_PHOTO_BYTES" in reasons["huge.jpg"]
+    assert "not an image file name" in reasons["notes.txt"]
+    assert "not a regular file" in reasons["pipe.jpg"]
+    assert "do-not-ship-me" not in result.stdout + result.stderr
+
+    # What stores see: the two images, typed by their bytes; nothing else.
+    rows, _ = feed(ho, store, cursor)
+    by_name = {row["filename"]: row for row in rows.values()}
+    assert set(by_name) == {"good.jpg", "really-a-png.jpg"}
+    assert by_name["really-a-png.jpg"]["content_type"] == "image/png"
+    assert by_name["good.jpg"]["content_type"] == "image/jpeg"
+    for row in rows.values():
+        data = store.get(f"{ho.api}/sync/product-photos/{row['id']}/download/").content
+        assert secret_bytes not in data
+
+    # The same folder again: nothing changes, the same files are named; the text says so too.
+    again = ho.cli("--config", str(config), "import", str(folder), "--json")
+    again_summary = json.loads(again.stdout)
+    assert (again_summary["changed"], again_summary["unchanged"]) == (False, 2)
+    assert again_summary["skipped"] == summary["skipped"]
+    text = ho.cli("--config", str(config), "import", str(folder)).stdout
+    assert "skipped 8" in text
+    assert any(line.startswith("skipped ") and "secret.jpg" in line and "symbolic link" in line
+               for line in text.splitlines())
+
+
+def test_catalog_commands_need_no_s3_settings(ho, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHOTO_SYNC_HO_")}
+    env["PHOTO_SYNC_HO_DATABASE_URL"] = ho.database_url
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "photo-sync-ho"), *args], env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    store_id = str(uuid.uuid4())
+    assert run("store", "add", store_id).returncode == 0
+    assert run("store", "disable", store_id, "--json").returncode == 0
+    listed = run("store", "list", "--json")
+    assert listed.returncode == 0 and store_id in listed.stdout
+    assert run("delete", str(uuid.uuid4())).returncode == 1  # unknown photo, not a config error
+    needs_s3 = run("import", str(tmp_path))
+    assert needs_s3.returncode == 2 and "PHOTO_SYNC_HO_S3_ENDPOINT" in needs_s3.stderr
+    assert "Traceback" not in needs_s3.stderr
+
+
+def test_a_held_lock_ends_a_cli_command_with_an_error_not_a_hang(ho, tmp_path):
+    import psycopg
+    store_id, _ = ho.add_store("locked")
+    config = tmp_path / "ho-lock.env"
+    config.write_text("PHOTO_SYNC_HO_LOCK_TIMEOUT_MS=300\n")
+    with psycopg.connect(ho.database_url) as holder:
+        holder.execute("LOCK TABLE sync_store IN ACCESS EXCLUSIVE MODE")
+        # Bounded by subprocess's timeout: the old code waited for as long as the lock held.
+        result = ho.cli("--config", str(config), "store", "disable", store_id, check=False)
+        holder.rollback()
+    assert result.returncode == 2, result.stderr
+    assert "lock timeout" in result.stderr and "PHOTO_SYNC_HO_DATABASE_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(ho.cli("store", "disable", store_id, "--json").stdout)["changed"] is True
+
+
 # Stores -----------------------------------------------------------------------------------
 
 def token_response(ho, store_id: str, secret: str) -> requests.Response:
@@ -294,34 +425,80 @@ def test_store_rotate_secret_retires_the_old_secret_and_its_tokens(ho):
     assert ho.cli("store", "rotate-secret", str(uuid.uuid4()), check=False).returncode == 1
 
 
-def test_store_set_creates_updates_and_reenables_idempotently(ho):
+def store_set(ho, store_id: str, secret: str, name: str = "Store 7", *extra: str):
+    return ho.cli("store", "set", store_id, "--name", name, "--secret-stdin", *extra,
+                  input=secret + "\n").stdout.strip()
+
+
+def test_store_set_creates_and_updates_idempotently(ho):
     store_id = str(uuid.uuid4())
     secret = "vault-secret-" + uuid.uuid4().hex
 
-    def store_set(value: str, name: str = "Store 7"):
-        return ho.cli("store", "set", store_id, "--name", name, "--secret-stdin",
-                      input=value + "\n").stdout.strip()
-
-    assert store_set(secret) == f"created store {store_id}"
+    assert store_set(ho, store_id, secret) == f"created store {store_id}"
     token = token_response(ho, store_id, secret).json()["access"]
-    assert store_set(secret) == f"unchanged store {store_id}"
+    assert store_set(ho, store_id, secret) == f"unchanged store {store_id}"
     assert list_with(ho, token).status_code == 200  # unchanged keeps tokens working
-    assert store_set(secret, name="Store 7 (renamed)") == f"updated store {store_id}"
+    assert store_set(ho, store_id, secret, "Store 7 (renamed)") == f"updated store {store_id}"
     assert list_with(ho, token).status_code == 200  # a rename is not a new secret
 
     new_secret = "vault-secret-" + uuid.uuid4().hex
-    assert store_set(new_secret) == f"updated store {store_id}"
+    assert store_set(ho, store_id, new_secret) == f"updated store {store_id}"
     error_body(list_with(ho, token), 401)
     error_body(token_response(ho, store_id, secret), 401)
     assert token_response(ho, store_id, new_secret).status_code == 200
 
-    ho.cli("store", "disable", store_id)
-    error_body(token_response(ho, store_id, new_secret), 401)
-    assert store_set(new_secret) == f"updated store {store_id}"
-    assert token_response(ho, store_id, new_secret).status_code == 200
-
     short = ho.cli("store", "set", store_id, "--secret-stdin", input="short\n", check=False)
     assert short.returncode == 2 and "at least 16" in short.stderr
+
+
+def test_a_disabled_store_stays_disabled_until_store_enable(ho):
+    # A rollout runs `store set` for every store in the inventory; an operator's `store
+    # disable` must survive it. Fails on the old code, where `store set` set active = true.
+    store_id = str(uuid.uuid4())
+    secret = "vault-secret-" + uuid.uuid4().hex
+
+    def set_json(value: str) -> dict:
+        return json.loads(store_set(ho, store_id, value, "Store 9", "--json"))
+
+    def switch(command: str, target: str = store_id):
+        return ho.cli("store", command, target, "--json", check=False)
+
+    assert set_json(secret) == {"store_id": store_id, "result": "created", "changed": True,
+                                "enabled": True}
+    assert set_json(secret) == {"store_id": store_id, "result": "unchanged", "changed": False,
+                                "enabled": True}
+    assert token_response(ho, store_id, secret).status_code == 200
+
+    disabled = switch("disable")
+    assert disabled.returncode == 0, disabled.stderr
+    assert json.loads(disabled.stdout) == {"store_id": store_id, "changed": True,
+                                           "enabled": False}
+    assert json.loads(switch("disable").stdout) == {"store_id": store_id, "changed": False,
+                                                    "enabled": False}
+
+    # The rollout again, with the same secret and with a new one: still disabled.
+    assert set_json(secret) == {"store_id": store_id, "result": "unchanged", "changed": False,
+                                "enabled": False}
+    error_body(token_response(ho, store_id, secret), 401)
+    new_secret = "vault-secret-" + uuid.uuid4().hex
+    assert set_json(new_secret) == {"store_id": store_id, "result": "updated", "changed": True,
+                                    "enabled": False}
+    error_body(token_response(ho, store_id, new_secret), 401)
+    text = store_set(ho, store_id, new_secret, "Store 9")
+    assert text.startswith(f"unchanged store {store_id}") and "store enable" in text
+
+    enabled = switch("enable")
+    assert enabled.returncode == 0, enabled.stderr
+    assert json.loads(enabled.stdout) == {"store_id": store_id, "changed": True, "enabled": True}
+    assert token_response(ho, store_id, new_secret).status_code == 200
+    assert json.loads(switch("enable").stdout) == {"store_id": store_id, "changed": False,
+                                                   "enabled": True}
+    assert "enabled already" in ho.cli("store", "enable", store_id).stdout
+
+    for command in ("enable", "disable"):
+        unknown = switch(command, str(uuid.uuid4()))
+        assert unknown.returncode == 1 and "no store" in unknown.stderr
+        assert unknown.stdout == "" and "Traceback" not in unknown.stderr
 
 
 def test_store_list_shows_state_and_reports(ho, tmp_path):

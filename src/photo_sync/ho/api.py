@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from photo_sync import protocol
 from photo_sync.ho import auth, catalog
 from photo_sync.ho.errors import APIError
 from photo_sync.ho.openapi import spec
 from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
+
+__all__ = ["bp", "json_body", "parse_datetime", "photo_json"]
 
 bp = Blueprint("api_v1", __name__, url_prefix=protocol.API_PREFIX)
 
@@ -20,6 +24,7 @@ MAX_ERROR_TEXT = 4000
 
 
 def _ext():
+    """This worker's PhotoSyncExtension: settings, catalog pool, storage."""
     return current_app.extensions["photo_sync"]
 
 
@@ -61,6 +66,38 @@ def parse_datetime(raw: str, field: str) -> dt.datetime:
     return value
 
 
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_body(shape: str) -> dict:
+    """The request body as a JSON object, or a 400 `invalid_body` saying `shape` is expected.
+
+    The one parser of request bodies: strict UTF-8 JSON (no NaN or Infinity), within
+    MAX_CONTENT_LENGTH (413 past it, also for a chunked body), and any way a body can fail
+    to decode, nesting too deep for the parser included, is the sender's 400, never a 500."""
+    raw = request.get_data(cache=False)  # RequestEntityTooLarge (413) past the cap
+    cap = current_app.config.get("MAX_CONTENT_LENGTH")
+    if request.content_length is None and cap and len(raw) >= cap:
+        # A chunked body is cut at the cap without an error; what is left would be
+        # parsed as if it were the whole body.
+        raise RequestEntityTooLarge()
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except (ValueError, RecursionError, MemoryError):  # UnicodeDecodeError is a ValueError
+        raise _bad("invalid_body", f"the body is not valid JSON; expected a JSON object "
+                   f"{shape}") from None
+    if not isinstance(body, dict):
+        raise _bad("invalid_body", f"expected a JSON object {shape}")
+    return body
+
+
+def _client_address() -> str:
+    """The caller's address (from X-Forwarded-For only as far as PHOTO_SYNC_HO_TRUSTED_PROXIES
+    allows: the app's ProxyFix has set remote_addr)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
 def _photo_uuid(raw: str) -> uuid.UUID:
     try:
         return protocol.parse_uuid(raw)
@@ -69,6 +106,7 @@ def _photo_uuid(raw: str) -> uuid.UUID:
 
 
 def photo_json(row: dict) -> dict:
+    """A catalog row as the API's photo object (image_url with its cache-buster)."""
     base = current_app.config.get("PUBLIC_IMAGE_BASE") or ""
     object_key = row["object_key"]
     url = f"{base.rstrip('/')}/{object_key}" if base else _ext().storage.public_url(object_key)
@@ -92,9 +130,8 @@ def photo_json(row: dict) -> dict:
 
 @bp.post("/auth/token/")
 def token():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise _bad("invalid_body", 'expected a JSON object {"store_id": ..., "secret": ...}')
+    """Exchange a store's id and secret for a bearer token; failed attempts are limited."""
+    body = json_body('{"store_id": ..., "secret": ...}')
     store_id, secret = body.get("store_id"), body.get("secret")
     if not isinstance(store_id, str) or not isinstance(secret, str) or not secret:
         raise _bad("invalid_body", "store_id and secret must be strings")
@@ -104,11 +141,29 @@ def token():
         store_uuid = protocol.parse_uuid(store_id)
     except ValueError:
         raise _bad("invalid_store_id", "store_id must be a UUID") from None
-    with _ext().pool.connection() as conn:
+    ext = _ext()
+    settings = ext.settings
+    store_key, addr_key = f"store:{store_uuid}", f"addr:{_client_address()}"
+    with ext.pool.connection() as conn:
+        # Counted in the catalog, so the limit holds across gunicorn workers and API hosts.
+        wait = catalog.auth_blocked(conn, {store_key: settings.auth_max_failures,
+                                           addr_key: settings.auth_max_failures_per_address},
+                                    settings.auth_window)
+        if wait:
+            raise APIError(429, "too_many_failures",
+                           "too many failed token requests for this store or from this address; "
+                           f"retry in {wait} s with the right secret", {"Retry-After": str(wait)})
         store = catalog.get_store(conn, store_uuid)
-    if store is None or not store["active"] or not catalog.verify_secret(
-            secret, store["secret_hash"]):
+    # Unknown and disabled stores pay the same scrypt work as a wrong secret: the answer's
+    # time does not tell which store ids exist.
+    matches = catalog.verify_secret(
+        secret, store["secret_hash"] if store else catalog.DUMMY_SECRET_HASH)
+    if store is None or not store["active"] or not matches:
+        with ext.pool.connection() as conn:
+            catalog.record_auth_failure(conn, [store_key, addr_key], settings.auth_window)
         raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
+    with ext.pool.connection() as conn:
+        catalog.clear_auth_failures(conn, store_key)
     ttl = current_app.config["TOKEN_TTL"]
     access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
     return jsonify(access=access, token_type="Bearer", expires_in=ttl)
@@ -117,6 +172,7 @@ def token():
 @bp.get("/sync/product-photos/")
 @auth.store_required
 def list_photos():
+    """A page of photo metadata: the legacy offset/since listing or the cursor change feed."""
     auth.check_store_param(request.args.get("store_id"))
     limit = _int_arg("limit", protocol.LIST_LIMIT_DEFAULT, 1, protocol.LIST_LIMIT_MAX)
     offset = _int_arg("offset", 0, 0, MAX_OFFSET)
@@ -155,6 +211,7 @@ def list_photos():
 @bp.get("/sync/product-photos/<photo_id>/download/")
 @auth.store_required
 def download(photo_id: str):
+    """Stream one photo's bytes with checksum, version and ETag (304 when the ETag is current)."""
     auth.check_store_param(request.args.get("store_id"))
     photo_uuid = _photo_uuid(photo_id)
     with _ext().pool.connection() as conn:
@@ -204,6 +261,7 @@ def download(photo_id: str):
 
 
 def _validate_report_item(index: int, item) -> dict:
+    """One status report item, checked and normalised; 400 naming the field otherwise."""
     where = f"sync_batch[{index}]"
     if not isinstance(item, dict):
         raise _bad("invalid_body", f"{where} must be an object")
@@ -240,9 +298,8 @@ def _validate_report_item(index: int, item) -> dict:
 @bp.post("/sync/product-photos/status/")
 @auth.store_required
 def report_status():
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise _bad("invalid_body", 'expected a JSON object {"store_id": ..., "sync_batch": [...]}')
+    """Record the calling store's per-photo statuses; ids HO never had are ignored, counted."""
+    body = json_body('{"store_id": ..., "sync_batch": [...]}')
     store_id = auth.check_store_param(body.get("store_id"))
     batch = body.get("sync_batch")
     if not isinstance(batch, list):
@@ -256,12 +313,19 @@ def report_status():
     for item in items:
         latest[item["photo_id"]] = item
     with _ext().pool.connection() as conn:
-        catalog.record_statuses(conn, store_id, list(latest.values()))
-    return jsonify(message=f"recorded {len(items)} status reports", count=len(items))
+        unknown = catalog.record_statuses(conn, store_id, list(latest.values()))
+    ignored = sum(1 for item in items if item["photo_id"] in unknown)
+    count = len(items) - ignored
+    message = f"recorded {count} status reports"
+    if ignored:
+        # Still a 200: the store's report is delivered; HO has nothing to attach it to.
+        message += f"; ignored {ignored} about photos HO does not have"
+    return jsonify(message=message, count=count, ignored=ignored)
 
 
 @bp.get("/health/")
 def health():
+    """Liveness and readiness: 200 when catalog and storage answer, 503 with which did not."""
     ext = _ext()
     result = {"catalog": {"ok": True}, "storage": {"ok": True}}
     try:
@@ -282,4 +346,5 @@ def health():
 
 @bp.get("/openapi.json")
 def openapi():
+    """The OpenAPI 3.0 document of this API."""
     return jsonify(spec(request.host_url.rstrip("/")))

@@ -3,30 +3,32 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from flask import Flask
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from photo_sync.ho import api, errors
 from photo_sync.ho.settings import HOSettings
 from photo_sync.ho.storage import Storage
 
+# The largest request body any endpoint reads (a full status report is ~250 KB).
 MAX_BODY_BYTES = 1024 * 1024
 
 
 class PhotoSyncExtension:
-    """Per-process resources: the catalog pool and the S3 client."""
+    """Per-process resources: the settings, the catalog pool and the S3 client."""
 
     def __init__(self, settings: HOSettings, pool_size: int):
         self.settings = settings
         # Opened without waiting: the API starts (and reports health) while the
-        # catalog is still down; requests that need it get a 503.
+        # catalog is still down; requests that need it get a 503. Every session sets
+        # statement_timeout and lock_timeout, so a stuck lock is a 503, not a hung thread.
         self.pool = ConnectionPool(
             settings.database_url, min_size=1, max_size=pool_size, open=False,
-            kwargs={"row_factory": dict_row, "connect_timeout": 5, "autocommit": True},
+            kwargs={**settings.connect_kwargs(), "row_factory": dict_row, "autocommit": True},
             check=ConnectionPool.check_connection, timeout=10, name="ho-catalog")
         self.pool.open(wait=False)
         self.storage = Storage.from_settings(settings)
@@ -41,6 +43,7 @@ class InflightCounter:
         self._counts: dict = {}
 
     def enter(self, key, limit: int) -> bool:
+        """Take a slot for `key`; False when it already holds `limit`."""
         with self._lock:
             if self._counts.get(key, 0) >= limit:
                 return False
@@ -48,6 +51,7 @@ class InflightCounter:
             return True
 
     def leave(self, key) -> None:
+        """Give back a slot taken by `enter`."""
         with self._lock:
             self._counts[key] -= 1
             if not self._counts[key]:
@@ -55,10 +59,9 @@ class InflightCounter:
 
 
 def create_app(test_config: dict | None = None) -> Flask:
-    """Build the app from the environment (PHOTO_SYNC_HO_*), or from `test_config` overrides."""
+    """Build the app from `HOSettings` (PHOTO_SYNC_HO_*), with `test_config` overrides."""
     app = Flask(__name__)
-    config_file = os.environ.get("PHOTO_SYNC_HO_CONFIG")
-    settings = HOSettings.load(config_file, overrides=test_config)
+    settings = HOSettings.load(overrides=test_config)
     app.config.update(
         JWT_SECRET=settings.jwt_secret,
         TOKEN_TTL=settings.token_ttl,
@@ -69,11 +72,14 @@ def create_app(test_config: dict | None = None) -> Flask:
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
         JSON_SORT_KEYS=False,
     )
-    threads = int(os.environ.get("PHOTO_SYNC_HO_THREADS", "8") or 8)
-    app.extensions["photo_sync"] = PhotoSyncExtension(settings, pool_size=threads + 2)
+    if settings.trusted_proxies:
+        # Only the last N X-Forwarded-For hops are ours; anything before them is the
+        # client's word and never becomes the address the token limit counts.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
+    app.extensions["photo_sync"] = PhotoSyncExtension(settings, pool_size=settings.threads + 2)
     errors.init_app(app)
     app.register_blueprint(api.bp)
     app.url_map.strict_slashes = True
-    logging.basicConfig(level=logging.INFO,
+    logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return app

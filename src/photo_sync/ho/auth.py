@@ -18,6 +18,7 @@ AUDIENCE = "photo-sync-edge"
 
 
 def issue_token(store: dict, secret_key: str, ttl: int) -> str:
+    """A signed JWT for `store`, valid `ttl` seconds and until its token generation moves."""
     now = int(time.time())
     claims = {"sub": str(store["id"]), "iat": now, "exp": now + ttl, "iss": ISSUER,
               "aud": AUDIENCE, "gen": store["token_generation"]}

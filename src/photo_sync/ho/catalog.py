@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row
 
+from photo_sync import db
+
 # Any constant works; it only has to be the same for every writer of the catalog.
 CHANGE_LOCK_KEY = 0x70686F746F  # "photo"
 
@@ -65,13 +67,14 @@ DDL = [
             NEW.updated_at := now();
             RETURN NEW;
         END $$""",
-    "DROP TRIGGER IF EXISTS product_photo_stamp_insert ON product_photo",
-    """CREATE TRIGGER product_photo_stamp_insert BEFORE INSERT ON product_photo
-        FOR EACH ROW EXECUTE FUNCTION photo_sync_stamp_change()""",
-    "DROP TRIGGER IF EXISTS product_photo_stamp_update ON product_photo",
-    """CREATE TRIGGER product_photo_stamp_update BEFORE UPDATE ON product_photo
+    # A pair is one step: replacing a trigger with the same definition changes nothing.
+    ("DROP TRIGGER IF EXISTS product_photo_stamp_insert ON product_photo",
+     """CREATE TRIGGER product_photo_stamp_insert BEFORE INSERT ON product_photo
+        FOR EACH ROW EXECUTE FUNCTION photo_sync_stamp_change()"""),
+    ("DROP TRIGGER IF EXISTS product_photo_stamp_update ON product_photo",
+     """CREATE TRIGGER product_photo_stamp_update BEFORE UPDATE ON product_photo
         FOR EACH ROW WHEN (OLD IS DISTINCT FROM NEW)
-        EXECUTE FUNCTION photo_sync_stamp_change()""",
+        EXECUTE FUNCTION photo_sync_stamp_change()"""),
     """CREATE TABLE IF NOT EXISTS sync_store (
         id uuid PRIMARY KEY,
         name text NOT NULL DEFAULT '',
@@ -91,30 +94,89 @@ DDL = [
         PRIMARY KEY (store_id, photo_id))""",
     """CREATE INDEX IF NOT EXISTS photo_sync_status_status_idx
         ON photo_sync_status (store_id, status)""",
+    # Failed token requests, per store id and per client address (see record_auth_failure):
+    # in the catalog so the limit holds across gunicorn workers and API hosts.
+    """CREATE TABLE IF NOT EXISTS auth_failure (
+        key text NOT NULL,
+        failed_at timestamptz NOT NULL DEFAULT now())""",
+    "CREATE INDEX IF NOT EXISTS auth_failure_key_idx ON auth_failure (key, failed_at)",
+    "CREATE INDEX IF NOT EXISTS auth_failure_failed_at_idx ON auth_failure (failed_at)",
 ]
 
+# What init-db compares before and after each step to tell whether it changed anything:
+# the tables, columns, indexes, constraints, triggers, functions and sequences of the schema.
+_SCHEMA_FINGERPRINT = """
+SELECT md5(coalesce(string_agg(item, E'\n' ORDER BY item), '')) AS fingerprint FROM (
+    SELECT 'c ' || table_name || '.' || column_name || ' ' || data_type || ' '
+           || coalesce(character_maximum_length::text, '') || ' '
+           || coalesce(column_default, '') || ' ' || is_nullable AS item
+      FROM information_schema.columns WHERE table_schema = current_schema()
+    UNION ALL
+    SELECT 'i ' || indexdef FROM pg_indexes WHERE schemaname = current_schema()
+    UNION ALL
+    SELECT 'k ' || conrelid::regclass::text || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+      FROM pg_constraint WHERE connamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT 't ' || pg_get_triggerdef(t.oid) FROM pg_trigger t
+      JOIN pg_class c ON c.oid = t.tgrelid
+     WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal
+    UNION ALL
+    SELECT 'f ' || proname || ' ' || md5(prosrc) FROM pg_proc
+     WHERE pronamespace = current_schema()::regnamespace
+    UNION ALL
+    SELECT 's ' || sequence_name FROM information_schema.sequences
+     WHERE sequence_schema = current_schema()
+) AS schema_items"""
 
-def connect(database_url: str, **kwargs) -> psycopg.Connection:
-    """A catalog connection with dict rows."""
-    return psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10, **kwargs)
+
+def connect(database_url: str, *, setting: str = "PHOTO_SYNC_HO_DATABASE_URL",
+            statement_timeout_ms: int = db.STATEMENT_TIMEOUT_MS,
+            lock_timeout_ms: int = db.LOCK_TIMEOUT_MS, **kwargs) -> psycopg.Connection:
+    """A catalog connection with dict rows and the session timeouts of `photo_sync.db`."""
+    return db.connect(database_url, setting=setting, statement_timeout_ms=statement_timeout_ms,
+                      lock_timeout_ms=lock_timeout_ms, row_factory=dict_row, **kwargs)
 
 
-def init_db(conn: psycopg.Connection) -> None:
-    """Create or upgrade the HO tables; safe to run any number of times."""
+def _fingerprint(conn: psycopg.Connection) -> str:
+    row = conn.execute(_SCHEMA_FINGERPRINT).fetchone()
+    return row["fingerprint"] if isinstance(row, dict) else row[0]
+
+
+def init_db(conn: psycopg.Connection) -> int:
+    """Create or upgrade the HO tables; safe to run any number of times.
+
+    Returns how many steps changed the catalog (0 when it was already current), which
+    is what `init-db --json` reports as `statements` and judges `changed` by."""
+    applied = 0
     with conn.transaction():
         # Two init-db runs at once (two HO hosts rolling out) must not race.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (CHANGE_LOCK_KEY + 1,))
-        for statement in DDL:
-            conn.execute(statement)
-        conn.execute(
+        before = _fingerprint(conn)
+        for step in DDL:
+            rows = 0
+            for statement in (step if isinstance(step, tuple) else (step,)):
+                cur = conn.execute(statement)
+                if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+                    rows += max(cur.rowcount, 0)
+            after = _fingerprint(conn)
+            if rows or after != before:
+                applied += 1
+            before = after
+        cur = conn.execute(
             "INSERT INTO photo_sync_meta (key, value) VALUES ('schema_version', %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(SCHEMA_VERSION),))
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value "
+            "WHERE photo_sync_meta.value IS DISTINCT FROM EXCLUDED.value",
+            (str(SCHEMA_VERSION),))
+        applied += max(cur.rowcount, 0)
+    return applied
 
 
 # Photos ---------------------------------------------------------------------------------
 
 @dataclass
 class Page:
+    """One page of the photo listing or change feed, and where the next page starts."""
+
     photos: list[dict]
     total: int
     has_more: bool
@@ -179,6 +241,7 @@ def find_photo(conn: psycopg.Connection, product_id: uuid.UUID, filename: str) -
 
 
 def product_has_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> bool:
+    """Whether the product has a live primary photo."""
     return conn.execute("SELECT 1 FROM product_photo WHERE product_id = %s AND is_primary "
                         "AND deleted_at IS NULL", (product_id,)).fetchone() is not None
 
@@ -190,6 +253,7 @@ def clear_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> None:
 
 
 def insert_photo(conn: psycopg.Connection, photo: dict) -> None:
+    """Add a new photo row (the trigger stamps its change sequence and time)."""
     conn.execute(
         "INSERT INTO product_photo (id, product_id, object_key, filename, size, content_type, "
         "checksum, checksum_sha256, version, is_primary, sort_order) VALUES (%(id)s, "
@@ -221,12 +285,14 @@ _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
 def hash_secret(secret: str) -> str:
+    """The scrypt hash of a store secret, as stored in `sync_store.secret_hash`."""
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:
+    """Whether `secret` matches a stored scrypt hash (constant-time comparison)."""
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
         if scheme != "scrypt":
@@ -238,16 +304,24 @@ def verify_secret(secret: str, stored: str) -> bool:
     return hmac.compare_digest(candidate.hex(), digest)
 
 
+# Checked against when the store is unknown, so that an unknown id costs the same scrypt
+# work as a known one and its answer time tells nothing about which ids exist.
+DUMMY_SECRET_HASH = hash_secret(secrets.token_urlsafe(32))
+
+
 def new_secret() -> str:
+    """A fresh random store secret."""
     return secrets.token_urlsafe(32)
 
 
 def get_store(conn: psycopg.Connection, store_id: uuid.UUID) -> dict | None:
+    """A store's id, name, active flag, secret hash and token generation, or None."""
     return conn.execute("SELECT id, name, active, secret_hash, token_generation FROM sync_store "
                         "WHERE id = %s", (store_id,)).fetchone()
 
 
 def list_stores(conn: psycopg.Connection) -> list[dict]:
+    """Every store with its state and what it reported (synced, failed, last report)."""
     return conn.execute(
         "SELECT s.id, s.name, s.active, s.created_at, s.updated_at, "
         "count(st.photo_id) FILTER (WHERE st.status = 'synced') AS synced, "
@@ -257,24 +331,27 @@ def list_stores(conn: psycopg.Connection) -> list[dict]:
         "GROUP BY s.id ORDER BY s.name, s.id").fetchall()
 
 
-def set_store(conn: psycopg.Connection, store_id: uuid.UUID, name: str, secret: str) -> str:
-    """Make the store exist, active, with this name and secret.
+def set_store(conn: psycopg.Connection, store_id: uuid.UUID, name: str,
+              secret: str) -> tuple[str, bool]:
+    """Make the store exist with this name and secret; never re-enables a disabled store.
 
-    Returns 'created', 'updated' or 'unchanged' (for Ansible's changed_when)."""
+    Returns (result, enabled): result is 'created', 'updated' or 'unchanged' (for
+    Ansible's `changed`), enabled whether the store may get tokens. A rollout runs this
+    for every store; enabling a store an operator disabled is `enable_store`'s job."""
     row = get_store(conn, store_id)
     if row is None:
         conn.execute("INSERT INTO sync_store (id, name, secret_hash) VALUES (%s, %s, %s)",
                      (store_id, name, hash_secret(secret)))
-        return "created"
+        return "created", True
     secret_ok = verify_secret(secret, row["secret_hash"])
-    if secret_ok and row["name"] == name and row["active"]:
-        return "unchanged"
+    if secret_ok and row["name"] == name:
+        return "unchanged", row["active"]
     conn.execute(
-        "UPDATE sync_store SET name = %s, active = true, updated_at = now(), "
+        "UPDATE sync_store SET name = %s, updated_at = now(), "
         "secret_hash = CASE WHEN %s THEN secret_hash ELSE %s END, "
         "token_generation = token_generation + CASE WHEN %s THEN 0 ELSE 1 END WHERE id = %s",
         (name, secret_ok, hash_secret(secret), secret_ok, store_id))
-    return "updated"
+    return "updated", row["active"]
 
 
 def add_store(conn: psycopg.Connection, store_id: uuid.UUID, name: str) -> str:
@@ -289,11 +366,27 @@ def add_store(conn: psycopg.Connection, store_id: uuid.UUID, name: str) -> str:
     return secret
 
 
-def disable_store(conn: psycopg.Connection, store_id: uuid.UUID) -> bool:
-    """Disable a store; its tokens stop working at once. False when it is unknown."""
+def disable_store(conn: psycopg.Connection, store_id: uuid.UUID) -> bool | None:
+    """Disable a store; its tokens stop working at once.
+
+    True when it was enabled, False when it already was disabled, None when unknown."""
     cur = conn.execute("UPDATE sync_store SET active = false, updated_at = now(), "
-                       "token_generation = token_generation + 1 WHERE id = %s", (store_id,))
-    return cur.rowcount == 1
+                       "token_generation = token_generation + 1 WHERE id = %s AND active",
+                       (store_id,))
+    if cur.rowcount == 1:
+        return True
+    return False if get_store(conn, store_id) is not None else None
+
+
+def enable_store(conn: psycopg.Connection, store_id: uuid.UUID) -> bool | None:
+    """Let a disabled store get tokens again (tokens from before it was disabled stay revoked).
+
+    True when it was disabled, False when it already was enabled, None when unknown."""
+    cur = conn.execute("UPDATE sync_store SET active = true, updated_at = now() "
+                       "WHERE id = %s AND NOT active", (store_id,))
+    if cur.rowcount == 1:
+        return True
+    return False if get_store(conn, store_id) is not None else None
 
 
 def rotate_secret(conn: psycopg.Connection, store_id: uuid.UUID) -> str | None:
@@ -307,21 +400,64 @@ def rotate_secret(conn: psycopg.Connection, store_id: uuid.UUID) -> str | None:
 
 # Status reports -------------------------------------------------------------------------
 
-def record_statuses(conn: psycopg.Connection, store_id: uuid.UUID, batch: list[dict]) -> int:
-    """Upsert a store's per-photo statuses; an older version never overwrites a newer one."""
+def record_statuses(conn: psycopg.Connection, store_id: uuid.UUID,
+                    batch: list[dict]) -> set[uuid.UUID]:
+    """Upsert a store's per-photo statuses; an older version never overwrites a newer one.
+
+    Only photos the catalog has (live or tombstoned) are recorded, so a store's
+    credentials cannot grow HO's tables with made-up ids. Returns the ids ignored."""
     with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO photo_sync_status AS s (store_id, photo_id, version, status, synced_at, "
-            "error) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (store_id, photo_id) DO UPDATE "
-            "SET version = EXCLUDED.version, status = EXCLUDED.status, "
-            "synced_at = EXCLUDED.synced_at, error = EXCLUDED.error, reported_at = now() "
-            "WHERE s.version <= EXCLUDED.version",
-            [(store_id, item["photo_id"], item["version"], item["status"], item["synced_at"],
-              item["error"]) for item in batch])
-    return len(batch)
+        ids = list({item["photo_id"] for item in batch})
+        cur.execute("SELECT id FROM product_photo WHERE id = ANY(%s)", (ids,))
+        known = {row["id"] if isinstance(row, dict) else row[0] for row in cur.fetchall()}
+        rows = [(store_id, item["photo_id"], item["version"], item["status"], item["synced_at"],
+                 item["error"]) for item in batch if item["photo_id"] in known]
+        if rows:
+            cur.executemany(
+                "INSERT INTO photo_sync_status AS s (store_id, photo_id, version, status, "
+                "synced_at, error) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (store_id, photo_id) DO UPDATE "
+                "SET version = EXCLUDED.version, status = EXCLUDED.status, "
+                "synced_at = EXCLUDED.synced_at, error = EXCLUDED.error, reported_at = now() "
+                "WHERE s.version <= EXCLUDED.version", rows)
+    return set(ids) - known
 
 
 def store_statuses(conn: psycopg.Connection, store_id: uuid.UUID) -> dict[str, dict]:
+    """{photo id: the store's last reported status row}."""
     rows = conn.execute("SELECT photo_id, version, status, synced_at, error FROM "
                         "photo_sync_status WHERE store_id = %s", (store_id,)).fetchall()
     return {str(r["photo_id"]): r for r in rows}
+
+
+# Failed token requests ------------------------------------------------------------------
+
+def auth_blocked(conn: psycopg.Connection, limits: dict[str, int], window: int) -> int:
+    """Seconds until the most limited key may try again (0: none is over its limit).
+
+    `limits` maps a key ('store:<uuid>', 'addr:<ip>') to the failures it may have in
+    the last `window` seconds (a sliding window)."""
+    rows = conn.execute(
+        "SELECT key, count(*) AS n, "
+        "ceil(extract(epoch FROM min(failed_at) + make_interval(secs => %s) - now())) AS wait "
+        "FROM auth_failure WHERE key = ANY(%s) AND failed_at > now() - make_interval(secs => %s) "
+        "GROUP BY key", (window, list(limits), window)).fetchall()
+    waits = [max(1, int(row["wait"] or 1)) for row in rows if row["n"] >= limits[row["key"]]]
+    return max(waits, default=0)
+
+
+def record_auth_failure(conn: psycopg.Connection, keys: list[str], window: int) -> None:
+    """Count one failed token request against each key; drop what left the window.
+
+    Blocked requests are not counted (they are refused before any secret is checked),
+    so each key holds at most its limit of rows: the table stays small under attack."""
+    with conn.transaction():
+        conn.cursor().executemany("INSERT INTO auth_failure (key) VALUES (%s)",
+                                  [(key,) for key in keys])
+        conn.execute("DELETE FROM auth_failure WHERE failed_at < now() - make_interval(secs => %s)",
+                     (window,))
+
+
+def clear_auth_failures(conn: psycopg.Connection, key: str) -> None:
+    """Forget a key's failures (a store that proved its secret starts afresh)."""
+    conn.execute("DELETE FROM auth_failure WHERE key = %s", (key,))

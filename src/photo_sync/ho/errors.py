@@ -9,12 +9,14 @@ import psycopg_pool
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from photo_sync.ho.storage import StorageUnavailable
+from photo_sync.errors import DatabaseUnavailable, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
+    """A request HO refuses: the HTTP status, the error code and the words for the store."""
+
     def __init__(self, status: int, code: str, detail: str, headers: dict | None = None):
         super().__init__(detail)
         self.status = status
@@ -24,6 +26,7 @@ class APIError(Exception):
 
 
 def error_response(status: int, code: str, detail: str, headers: dict | None = None):
+    """The one shape of an error answer: JSON `{"error", "detail"}` with the given status."""
     response = jsonify(error=code, detail=detail)
     response.status_code = status
     for key, value in (headers or {}).items():
@@ -32,6 +35,8 @@ def error_response(status: int, code: str, detail: str, headers: dict | None = N
 
 
 def init_app(app: Flask) -> None:
+    """Register the JSON error handlers on `app`."""
+
     @app.errorhandler(APIError)
     def _api_error(exc: APIError):
         return error_response(exc.status, exc.code, exc.detail, exc.headers)
@@ -51,8 +56,28 @@ def init_app(app: Flask) -> None:
                               "the photo store (S3) is not answering; retry later",
                               {"Retry-After": "5"})
 
+    # lock_timeout and statement_timeout (photo_sync.db) end a stuck request here.
+    @app.errorhandler(psycopg.errors.LockNotAvailable)
+    @app.errorhandler(psycopg.errors.QueryCanceled)
+    def _catalog_busy(exc: Exception):
+        log.warning("catalog busy: %s", str(exc).strip().splitlines()[0] if str(exc) else exc)
+        return error_response(503, "catalog_busy",
+                              "the HO catalog database is busy (a lock or a long statement "
+                              "held this request); retry later", {"Retry-After": "5"})
+
+    # New code on an old catalog (init-db not yet run by the rollout): say what to run.
+    @app.errorhandler(psycopg.errors.UndefinedTable)
+    @app.errorhandler(psycopg.errors.UndefinedColumn)
+    def _catalog_behind(exc: Exception):
+        log.error("catalog schema is older than this API: run `photo-sync-ho init-db` (%s)",
+                  str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__)
+        return error_response(503, "catalog_not_ready",
+                              "the HO catalog schema is older than this API; retry later",
+                              {"Retry-After": "30"})
+
     @app.errorhandler(psycopg.OperationalError)
     @app.errorhandler(psycopg_pool.PoolTimeout)
+    @app.errorhandler(DatabaseUnavailable)
     def _catalog_down(exc: Exception):
         log.warning("catalog unavailable: %s", exc)
         return error_response(503, "catalog_unavailable",

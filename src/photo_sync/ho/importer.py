@@ -4,12 +4,21 @@ A new photo gets version 1; changed bytes get version + 1; the same bytes
 change nothing. Object keys carry the content hash, so the catalog never
 points at bytes other than the ones its checksum describes, even while an
 import overwrites a photo that stores are downloading.
+
+Whatever lands in the import folder reaches every store, so only regular
+image files are taken: symbolic links (to files or folders) are never
+followed, and a file is opened with O_NOFOLLOW and checked again after it is
+open, so a link swapped in after the scan is refused too; the bytes must be
+JPEG, PNG, WebP or GIF by their magic number, whatever the name says; and a
+file over PHOTO_SYNC_HO_MAX_PHOTO_BYTES (the edge's cap) is not read. Every
+file left out is named in the summary with the reason.
 """
 
 from __future__ import annotations
 
 import csv
-import mimetypes
+import os
+import stat
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -18,27 +27,49 @@ from pathlib import Path
 
 import psycopg
 
+from photo_sync.errors import ConfigError, PhotoSyncError
 from photo_sync.protocol import Checksums
 from photo_sync.ho import catalog
+from photo_sync.ho.settings import MAX_PHOTO_BYTES
 from photo_sync.ho.storage import Storage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif"}
 # Stable product ids for files without a product map: the same name, the same product.
 PRODUCT_NAMESPACE = uuid.UUID("9c3e3f7e-8f3b-4a55-9d8e-2b1f0c6a7d11")
 BATCH = 200
+# Bytes read but not yet uploaded: with 50 MB photos a batch of 200 must not be held whole.
+MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+
+
+class ImportRefused(PhotoSyncError):
+    """The import cannot start: the product map is wrong (the message names file and line)."""
+
+
+class Skipped(Exception):
+    """A file the importer leaves out; the message is the reason an operator reads (it never
+    quotes the file's content)."""
 
 
 @dataclass
 class ImportSummary:
+    """What one import did: counts, bytes uploaded, the photos it wrote, the files it skipped."""
+
     created: int = 0
     updated: int = 0
     unchanged: int = 0
     bytes: int = 0
     photos: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the catalog (and so the stores' feed) changed."""
+        return bool(self.created or self.updated)
 
     def as_dict(self) -> dict:
+        """The summary as `import --json` prints it (without `photos`)."""
         return {"created": self.created, "updated": self.updated, "unchanged": self.unchanged,
-                "bytes": self.bytes}
+                "bytes": self.bytes, "changed": self.changed, "skipped": self.skipped}
 
 
 @dataclass
@@ -49,7 +80,9 @@ class _Item:
     sort_order: int
 
 
-def content_type_for(path: Path, data: bytes) -> str:
+def sniff_image(data: bytes) -> str | None:
+    """The content type of image bytes by their magic number, or None when they are none of
+    the types HO stores (JPEG, PNG, WebP, GIF)."""
     if data[:3] == b"\xff\xd8\xff":
         return "image/jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
@@ -58,43 +91,132 @@ def content_type_for(path: Path, data: bytes) -> str:
         return "image/webp"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
-    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return None
+
+
+NOT_AN_IMAGE = "not a JPEG, PNG, WebP or GIF image (checked by its bytes, not its name)"
+SYMLINK = "a symbolic link (never followed: copy the file itself into the folder)"
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size == 0:
+        raise Skipped("an empty file")
+    if size > max_bytes:
+        raise Skipped(f"{size} bytes, over the {max_bytes}-byte cap "
+                    "(PHOTO_SYNC_HO_MAX_PHOTO_BYTES; stores refuse larger photos)")
+
+
+def read_image(path: Path, max_bytes: int = MAX_PHOTO_BYTES,
+               head_only: bool = False) -> tuple[bytes, str]:
+    """(bytes, content type) of one regular image file; `Skipped` with the reason otherwise.
+
+    Opened with O_NOFOLLOW and checked after opening, so what is read is the regular file
+    that was checked, whatever was swapped in at the path meanwhile."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise Skipped(SYMLINK) from None
+        raise Skipped(f"cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise Skipped("not a regular file")
+        _check_size(info.st_size, max_bytes)
+        data = handle.read(16 if head_only else max_bytes + 1)
+    if not head_only:
+        _check_size(len(data), max_bytes)  # it grew or shrank since fstat
+    content_type = sniff_image(data)
+    if content_type is None:
+        raise Skipped(NOT_AN_IMAGE)
+    return data, content_type
+
+
+def scan_directory(directory: Path, max_bytes: int = MAX_PHOTO_BYTES,
+                   skipped: list[dict] | None = None) -> list[Path]:
+    """The regular image files below `directory`, sorted; each other entry goes to `skipped`
+    as {"path", "reason"}. Symbolic links, to files or to folders, are never followed."""
+    skipped = [] if skipped is None else skipped
+    found = []
+    for root, dirnames, filenames in os.walk(directory, followlinks=False):
+        here = Path(root)
+        for name in sorted(dirnames):
+            if (here / name).is_symlink():
+                skipped.append({"path": str(here / name),
+                                "reason": "a symbolic link to a folder (never followed)"})
+        dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
+        for name in sorted(filenames):
+            path = here / name
+            try:
+                info = os.lstat(path)
+                if stat.S_ISLNK(info.st_mode):
+                    raise Skipped(SYMLINK)
+                if not stat.S_ISREG(info.st_mode):
+                    raise Skipped("not a regular file")
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    raise Skipped("not an image file name (" + ", ".join(sorted(IMAGE_SUFFIXES))
+                                + ")")
+                read_image(path, max_bytes, head_only=True)
+            except Skipped as exc:
+                skipped.append({"path": str(path), "reason": str(exc)})
+                continue
+            except OSError as exc:
+                skipped.append({"path": str(path), "reason": f"cannot be read ({exc.strerror})"})
+                continue
+            found.append(path)
+    return sorted(found)
 
 
 def read_product_map(path: Path) -> dict[str, dict]:
     """CSV with a header: filename, product_id [, is_primary, sort_order]."""
+    try:
+        return _read_product_map(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read product map {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ImportRefused(f"{path}: not UTF-8 text; save the product map as UTF-8 CSV") \
+            from None
+
+
+def _read_product_map(path: Path) -> dict[str, dict]:
     mapping = {}
     primaries: dict[uuid.UUID, str] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not {"filename", "product_id"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: needs a header with filename and product_id columns")
+            raise ImportRefused(f"{path}: needs a header with filename and product_id columns")
         for line, row in enumerate(reader, 2):
             try:
                 product_id = uuid.UUID(row["product_id"])
             except (ValueError, TypeError):
-                raise ValueError(f"{path}:{line}: product_id {row['product_id']!r} "
-                                 "is not a UUID") from None
+                raise ImportRefused(f"{path}:{line}: product_id {row['product_id']!r} "
+                                    "is not a UUID") from None
             primary = (row.get("is_primary") or "").strip().lower()
             if primary in ("1", "true", "yes"):
                 # The catalog allows one primary photo per product.
                 if product_id in primaries:
-                    raise ValueError(f"{path}:{line}: product {product_id} already has primary "
-                                     f"photo {primaries[product_id]}; mark one photo per "
-                                     "product as primary")
+                    raise ImportRefused(f"{path}:{line}: product {product_id} already has "
+                                        f"primary photo {primaries[product_id]}; mark one photo "
+                                        "per product as primary")
                 primaries[product_id] = row["filename"]
+            try:
+                sort_order = int(row["sort_order"]) if row.get("sort_order") else None
+            except ValueError:
+                raise ImportRefused(f"{path}:{line}: sort_order {row['sort_order']!r} is not "
+                                    "a whole number") from None
             mapping[row["filename"]] = {
                 "product_id": product_id,
                 "is_primary": primary in ("1", "true", "yes") if primary else None,
-                "sort_order": int(row["sort_order"]) if row.get("sort_order") else None,
+                "sort_order": sort_order,
             }
     return mapping
 
 
-def plan_items(directory: Path, product_map: dict[str, dict] | None = None) -> list[_Item]:
-    """Which product each image file belongs to, in a stable order."""
-    files = sorted(p for p in directory.rglob("*")
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def plan_items(directory: Path, product_map: dict[str, dict] | None = None,
+               max_bytes: int = MAX_PHOTO_BYTES, skipped: list[dict] | None = None) -> list[_Item]:
+    """Which product each image file belongs to, in a stable order (see `scan_directory`)."""
+    files = scan_directory(directory, max_bytes, skipped)
     by_product: dict[uuid.UUID, list[Path]] = defaultdict(list)
     mapped: dict[Path, dict] = {}
     for path in files:
@@ -121,27 +243,37 @@ def plan_items(directory: Path, product_map: dict[str, dict] | None = None) -> l
 
 def import_directory(conn: psycopg.Connection, storage: Storage, directory: Path,
                      product_map: dict[str, dict] | None = None, workers: int = 8,
-                     progress=None) -> ImportSummary:
+                     progress=None, max_bytes: int = MAX_PHOTO_BYTES) -> ImportSummary:
     """Import every image below `directory`; see the module docstring for the rules."""
-    items = plan_items(directory, product_map)
     summary = ImportSummary()
+    items = plan_items(directory, product_map, max_bytes, summary.skipped)
     stale_keys: list[str] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(items), BATCH):
             chunk = items[start:start + BATCH]
             uploads = []
             pending = []
+            in_flight = 0
             for item in chunk:
-                data = item.path.read_bytes()
+                try:
+                    data, content_type = read_image(item.path, max_bytes)
+                except Skipped as exc:  # changed since the scan
+                    summary.skipped.append({"path": str(item.path), "reason": str(exc)})
+                    continue
                 sums = Checksums.of(data)
                 existing = catalog.find_photo(conn, item.product_id, item.path.name)
                 if existing and (existing["checksum_sha256"] == sums.sha256 or (
                         existing["checksum_sha256"] is None and existing["checksum"] == sums.md5)):
                     summary.unchanged += 1
                     continue
-                content_type = content_type_for(item.path, data)
                 key = f"products/{item.product_id}/{sums.sha256[:16]}/{item.path.name}"
+                if in_flight + sums.size > MAX_BYTES_IN_FLIGHT:
+                    for future in uploads:
+                        future.result()  # the finished uploads let go of their bytes
+                    in_flight = 0
                 uploads.append(pool.submit(storage.put, key, data, content_type))
+                in_flight += sums.size
+                del data
                 pending.append((item, existing, key, sums, content_type))
             for future in uploads:
                 future.result()  # an S3 failure stops the import before the catalog moves

@@ -9,10 +9,12 @@ _ERROR = {"description": "error", "content": {"application/json": {
 
 
 def _errors(*codes: int) -> dict:
+    """The JSON error response for each status code."""
     return {str(code): _ERROR for code in codes}
 
 
 def _param(name: str, where: str, schema: dict, description: str, required=False) -> dict:
+    """One OpenAPI parameter object."""
     return {"name": name, "in": where, "required": required, "schema": schema,
             "description": description}
 
@@ -59,6 +61,7 @@ PHOTO = {
 
 
 def spec(server_url: str = "") -> dict:
+    """The OpenAPI 3.0 document of the v1 API, served at /api/v1/openapi.json."""
     return {
         "openapi": "3.0.3",
         "info": {"title": "photo-sync HO sync API", "version": __version__,
@@ -89,7 +92,8 @@ def spec(server_url: str = "") -> dict:
                                    "properties": {"access": {"type": "string"},
                                                   "token_type": {"type": "string"},
                                                   "expires_in": {"type": "integer"}}}}}},
-                    **_errors(400, 401, 413, 503)},
+                    # 429: too many failed attempts for this store id or from this address.
+                    **_errors(400, 401, 413, 429, 503)},
             }},
             f"{protocol.API_PREFIX}/sync/product-photos/": {"get": {
                 "summary": "A page of photos in change order",
@@ -160,10 +164,13 @@ def spec(server_url: str = "") -> dict:
                             "error": {"type": "string", "nullable": True},
                             "version": {"type": "integer", "minimum": 0}}}}}}}}},
                 "responses": {
-                    "200": {"description": "recorded", "content": {"application/json": {
-                        "schema": {"type": "object", "required": ["message", "count"],
-                                   "properties": {"message": {"type": "string"},
-                                                  "count": {"type": "integer"}}}}}},
+                    "200": {"description": "recorded; items about photos the catalog never "
+                                           "had are ignored and counted",
+                            "content": {"application/json": {"schema": {
+                                "type": "object", "required": ["message", "count", "ignored"],
+                                "properties": {"message": {"type": "string"},
+                                               "count": {"type": "integer", "minimum": 0},
+                                               "ignored": {"type": "integer", "minimum": 0}}}}}},
                     **_errors(400, 401, 403, 413, 503)},
             }},
             f"{protocol.API_PREFIX}/health/": {"get": {

@@ -1,20 +1,39 @@
-"""Typed HO settings from the environment (or --config); refuses to run without a real key."""
+"""The one HO settings object, read by the app factory, the CLI and `gunicorn_conf.py`.
+
+Settings come from the environment (a systemd EnvironmentFile=) or from a
+KEY=VALUE file given with `--config` or named by `PHOTO_SYNC_HO_CONFIG`; the
+environment wins. No other HO module reads `PHOTO_SYNC_HO_*` by itself, so
+every setting has one name, one default and one check, here.
+"""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass
 
+from photo_sync import db
 from photo_sync.config import ConfigError, Settings
 
 PREFIX = "PHOTO_SYNC_HO_"
 MIN_JWT_SECRET_BYTES = 32
+# The same cap as the edge's PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES default: HO never imports a
+# photo that no store would accept.
+MAX_PHOTO_BYTES = 50 * 1024 * 1024
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _default_workers() -> int:
+    return min(4, multiprocessing.cpu_count() * 2)
 
 
 @dataclass(frozen=True)
 class HOSettings:
-    database_url: str
-    s3_endpoint: str
-    s3_access_key: str
+    """Every HO setting, typed and checked; S3 and the JWT key only where they are needed."""
+
+    database_url: str = ""
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_bucket: str = "product-photos"
     s3_secure: bool = False
@@ -26,25 +45,68 @@ class HOSettings:
     presigned_downloads: bool = False
     s3_public_endpoint: str = ""
     presign_ttl: int = 900
+    # gunicorn (gunicorn_conf.py) and the app's pool size.
+    bind: str = "127.0.0.1:8080"
+    workers: int = 0  # 0: min(4, 2 x CPUs), see `worker_count`
+    threads: int = 8
+    log_level: str = "info"
+    # Database sessions: a stuck lock ends as a 503 or an error, never as a hang.
+    statement_timeout_ms: int = db.STATEMENT_TIMEOUT_MS
+    lock_timeout_ms: int = db.LOCK_TIMEOUT_MS
+    # The importer and the token endpoint.
+    max_photo_bytes: int = MAX_PHOTO_BYTES
+    auth_max_failures: int = 10
+    auth_max_failures_per_address: int = 30
+    auth_window: int = 300
+    trusted_proxies: int = 0
 
     def __repr__(self) -> str:  # keeps secrets out of logs and tracebacks
         return (f"HOSettings(database_url=<hidden>, s3_endpoint={self.s3_endpoint!r}, "
                 f"s3_bucket={self.s3_bucket!r})")
 
+    @property
+    def worker_count(self) -> int:
+        """gunicorn workers: the setting, or min(4, 2 x CPUs) when it is 0 or unset."""
+        return self.workers or _default_workers()
+
+    def require_s3(self) -> "HOSettings":
+        """These settings, or ConfigError naming the first S3 setting that is missing."""
+        for name, value in (("S3_ENDPOINT", self.s3_endpoint),
+                            ("S3_ACCESS_KEY", self.s3_access_key),
+                            ("S3_SECRET_KEY", self.s3_secret_key)):
+            if not value:
+                raise ConfigError(f"{PREFIX}{name} is not set (this command uses the photo "
+                                  "store, S3): set it in the environment or in the file given "
+                                  "with --config")
+        return self
+
     @classmethod
     def load(cls, config_file: str | None = None, environ=None, need_jwt: bool = True,
-             overrides: dict | None = None) -> "HOSettings":
-        s = Settings(PREFIX, config_file, environ, overrides)
+             overrides: dict | None = None, need_s3: bool = True,
+             need_database: bool = True) -> "HOSettings":
+        """Read and check the settings; ConfigError names the first one that is wrong.
+
+        `config_file` defaults to `PHOTO_SYNC_HO_CONFIG`; `overrides` (names without the
+        prefix) win over both, as `create_app(test_config)` needs."""
+        env = os.environ if environ is None else environ
+        if config_file is None:
+            config_file = env.get(PREFIX + "CONFIG") or None
+        s = Settings(PREFIX, config_file, env, overrides)
         jwt_secret = s.get("JWT_SECRET", "")
         if need_jwt and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ConfigError(
                 f"{PREFIX}JWT_SECRET must be set to at least {MIN_JWT_SECRET_BYTES} random "
                 "bytes (e.g. `openssl rand -hex 32`); refusing to start with a weak key")
-        return cls(
-            database_url=s.require("DATABASE_URL", "the HO catalog, a libpq URL"),
-            s3_endpoint=s.require("S3_ENDPOINT", "host:port of the MinIO/S3 server"),
-            s3_access_key=s.require("S3_ACCESS_KEY"),
-            s3_secret_key=s.require("S3_SECRET_KEY"),
+        log_level = s.get("LOG_LEVEL", "info").lower()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"{PREFIX}LOG_LEVEL={log_level!r} is not one of "
+                              f"{', '.join(LOG_LEVELS)}")
+        settings = cls(
+            database_url=(s.require("DATABASE_URL", "the HO catalog, a libpq URL")
+                          if need_database else s.get("DATABASE_URL", "")),
+            s3_endpoint=s.get("S3_ENDPOINT", ""),
+            s3_access_key=s.get("S3_ACCESS_KEY", ""),
+            s3_secret_key=s.get("S3_SECRET_KEY", ""),
             s3_bucket=s.get("S3_BUCKET", "product-photos"),
             s3_secure=s.get_bool("S3_SECURE", False),
             s3_region=s.get("S3_REGION", "us-east-1"),
@@ -55,4 +117,22 @@ class HOSettings:
             presigned_downloads=s.get_bool("PRESIGNED_DOWNLOADS", False),
             s3_public_endpoint=s.get("S3_PUBLIC_ENDPOINT", ""),
             presign_ttl=s.get_int("PRESIGN_TTL", 900, minimum=60),
+            bind=s.get("BIND", "127.0.0.1:8080"),
+            workers=s.get_int("WORKERS", 0, minimum=0),
+            threads=s.get_int("THREADS", 8, minimum=1),
+            log_level=log_level,
+            statement_timeout_ms=s.get_int("STATEMENT_TIMEOUT_MS", db.STATEMENT_TIMEOUT_MS,
+                                           minimum=100),
+            lock_timeout_ms=s.get_int("LOCK_TIMEOUT_MS", db.LOCK_TIMEOUT_MS, minimum=100),
+            max_photo_bytes=s.get_int("MAX_PHOTO_BYTES", MAX_PHOTO_BYTES, minimum=1),
+            auth_max_failures=s.get_int("AUTH_MAX_FAILURES", 10, minimum=1),
+            auth_max_failures_per_address=s.get_int("AUTH_MAX_FAILURES_PER_ADDRESS", 30,
+                                                    minimum=1),
+            auth_window=s.get_int("AUTH_WINDOW", 300, minimum=1),
+            trusted_proxies=s.get_int("TRUSTED_PROXIES", 0, minimum=0),
         )
+        return settings.require_s3() if need_s3 else settings
+
+    def connect_kwargs(self) -> dict:
+        """`psycopg.connect` / pool keyword arguments with this HO's session timeouts."""
+        return db.connect_kwargs(self.statement_timeout_ms, self.lock_timeout_ms)

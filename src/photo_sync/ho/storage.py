@@ -15,11 +15,14 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+# The one error model: kept importable from here for the callers that always did.
+from photo_sync.errors import StorageUnavailable
+
+__all__ = ["CHUNK_SIZE", "ObjectMissing", "ObjectStream", "Storage", "StorageUnavailable"]
+
 CHUNK_SIZE = 256 * 1024
-
-
-class StorageUnavailable(Exception):
-    """The S3 server cannot be reached or refused the request."""
+_CHECK = ("check PHOTO_SYNC_HO_S3_ENDPOINT, _S3_ACCESS_KEY, _S3_SECRET_KEY and _S3_BUCKET "
+          "and that the S3 server is running")
 
 
 class ObjectMissing(Exception):
@@ -47,6 +50,7 @@ class ObjectStream:
         return self._response.stream(CHUNK_SIZE)
 
     def close(self) -> None:
+        """Return the S3 connection and run the `on_close` callbacks, once."""
         if self._closed:
             return
         self._closed = True
@@ -59,6 +63,8 @@ class ObjectStream:
 
 
 class Storage:
+    """HO's photo bucket: put, stream, presign and remove objects, check the bucket."""
+
     def __init__(self, endpoint: str, access_key: str, secret_key: str, bucket: str,
                  secure: bool = False, region: str = "us-east-1", pool_size: int = 32,
                  public_endpoint: str = ""):
@@ -83,6 +89,8 @@ class Storage:
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
+        """A client for the S3 store in `HOSettings`; ConfigError when S3 is not set up."""
+        settings.require_s3()
         return cls(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key,
                    settings.s3_bucket, settings.s3_secure, settings.s3_region,
                    public_endpoint=settings.s3_public_endpoint)
@@ -93,6 +101,7 @@ class Storage:
                                                  expires=dt.timedelta(seconds=ttl_seconds))
 
     def public_url(self, object_key: str) -> str:
+        """The object's plain S3 URL (for `image_url` when no PUBLIC_IMAGE_BASE is set)."""
         scheme = "https" if self.secure else "http"
         return f"{scheme}://{self.endpoint}/{self.bucket}/{object_key}"
 
@@ -104,7 +113,8 @@ class Storage:
             self._client.make_bucket(self.bucket)
             return True
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"cannot create bucket {self.bucket}: {exc}") from exc
+            raise StorageUnavailable(f"cannot create bucket {self.bucket} at S3 {self.endpoint} "
+                                     f"({exc}): {_CHECK}") from exc
 
     def check(self) -> None:
         """Raise StorageUnavailable unless the bucket answers."""
@@ -128,13 +138,17 @@ class Storage:
         return size, ObjectStream(response)
 
     def put(self, object_key: str, data: bytes, content_type: str) -> None:
+        """Upload one object."""
         try:
             self._client.put_object(self.bucket, object_key, io.BytesIO(data), len(data),
                                     content_type=content_type)
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageUnavailable(f"S3 PUT {object_key}: {exc}") from exc
+            raise StorageUnavailable(f"S3 PUT {object_key} at {self.endpoint} ({exc}): "
+                                     f"{_CHECK}; no photo whose bytes did not reach S3 is in "
+                                     "the catalog: run the import again") from exc
 
     def remove(self, object_key: str) -> None:
+        """Delete one object."""
         try:
             self._client.remove_object(self.bucket, object_key)
         except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
