@@ -195,9 +195,7 @@ def main():
     from photo_sync.edge.engine import run_sync
 
     p = module.params
-    settings = edge_settings(module, CONCURRENCY=p["concurrency"],
-                             BANDWIDTH_LIMIT=p["bandwidth_limit"],
-                             MAX_DELETE_FRACTION=p["max_delete_fraction"])
+    settings = edge_settings(module)
     summary = run_engine(module, "photo sync (%s) stopped" % p["mode"], run_sync, settings,
                          p["mode"], **sync_kwargs(run_sync, module.check_mode,
                                                   p["force_delete"], p["report"]))

@@ -10,6 +10,7 @@ failure becomes a task failure (photo_sync.errors is the one error model).
 
 from __future__ import annotations
 
+import re
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
@@ -49,7 +50,13 @@ OPTION_SETTINGS = (
     ("retries", "RETRIES"),
     ("ca_bundle", "CA_BUNDLE"),
     ("allow_http", "ALLOW_HTTP"),
+    ("concurrency", "CONCURRENCY"),
+    ("bandwidth_limit", "BANDWIDTH_LIMIT"),
+    ("max_delete_fraction", "MAX_DELETE_FRACTION"),
 )
+# A setting named alone (not `NAME=value`, which quotes what a file or option held).
+SETTING_NAME = re.compile(r"\bPHOTO_SYNC_EDGE_(%s)\b(?!=)"
+                          % "|".join(k for _, k in OPTION_SETTINGS))
 
 
 def argument_spec(*parts, **extra):
@@ -83,6 +90,12 @@ def settings_overrides(params, **extra_overrides):
     return {key: value for key, value in overrides.items() if value is not None}
 
 
+def name_options(text):
+    """`text` with each setting it names led by the module option that sets it."""
+    options = dict((key, option) for option, key in OPTION_SETTINGS)
+    return SETTING_NAME.sub(lambda m: "%s (%s)" % (options[m.group(1)], m.group(0)), text)
+
+
 def failure_message(doing, exc):
     """The task's `msg` for an engine failure, or None when `exc` is a bug to let through."""
     import psycopg
@@ -94,7 +107,8 @@ def failure_message(doing, exc):
     # SchemaError (a bad table name, a missing role) is the operator's to fix like any
     # PhotoSyncError; it is caught by name in case it does not subclass it.
     if isinstance(exc, (PhotoSyncError, SchemaError)):
-        return "%s: %s" % (doing, exc)
+        # The engine names settings as the CLI knows them; a task sets them as options.
+        return "%s: %s" % (doing, name_options(str(exc)))
     if isinstance(exc, psycopg.Error):
         return "%s: %s" % (doing, db.unavailable(exc, "database_url"))
     return None
@@ -116,10 +130,7 @@ def edge_settings(module, need_ho=True, **extra_overrides):
     (options win). Fails the module with a message naming what is missing."""
     from photo_sync.edge.settings import EdgeSettings
 
-    # Settings are named by their environment names; say which options set them.
-    return run_engine(module, "invalid photo-sync settings (module options: config, "
-                              "database_url, ho_url, store_id, store_secret, ca_bundle, "
-                              "allow_http)",
-                      EdgeSettings.load, module.params.get("config"),
+    return run_engine(module, "invalid photo-sync settings", EdgeSettings.load,
+                      module.params.get("config"),
                       overrides=settings_overrides(module.params, **extra_overrides),
                       need_ho=need_ho)

@@ -83,7 +83,7 @@ def test_settings_overrides_take_module_specific_extras():
 
 @pytest.mark.parametrize("exc, expected", [
     (ConfigError("PHOTO_SYNC_EDGE_STORE_ID is not set"),
-     "doing it: PHOTO_SYNC_EDGE_STORE_ID is not set"),
+     "doing it: store_id (PHOTO_SYNC_EDGE_STORE_ID) is not set"),
     (LockHeld("another run holds the lock"), "doing it: another run holds the lock"),
     (SchemaMissing("run `photo-sync-edge schema apply`"),
      "doing it: run `photo-sync-edge schema apply`"),
@@ -100,6 +100,22 @@ def test_settings_overrides_take_module_specific_extras():
 ], ids=["config", "lock", "schema-missing", "ho", "bad-identifier", "db-down", "db-lock"])
 def test_failure_message_words_every_engine_failure_once(exc, expected):
     assert common.failure_message("doing it", exc) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("PHOTO_SYNC_EDGE_STORE_ID is not set", "store_id (PHOTO_SYNC_EDGE_STORE_ID) is not set"),
+    ("HO refused the credentials: check PHOTO_SYNC_EDGE_STORE_ID and PHOTO_SYNC_EDGE_STORE_SECRET",
+     "HO refused the credentials: check store_id (PHOTO_SYNC_EDGE_STORE_ID) and store_secret "
+     "(PHOTO_SYNC_EDGE_STORE_SECRET)"),
+    ("check PHOTO_SYNC_EDGE_DATABASE_URL and",
+     "check database_url (PHOTO_SYNC_EDGE_DATABASE_URL) and"),
+    ("PHOTO_SYNC_EDGE_CA_BUNDLE='/x' is not a file",
+     "PHOTO_SYNC_EDGE_CA_BUNDLE='/x' is not a file"),
+    ("PHOTO_SYNC_EDGE_PAGE_SIZE=0 is below", "PHOTO_SYNC_EDGE_PAGE_SIZE=0 is below"),
+    ("PHOTO_SYNC_EDGE_HO_URLS", "PHOTO_SYNC_EDGE_HO_URLS"),
+], ids=["missing", "two", "database", "quoted-value", "no-option", "longer-name"])
+def test_messages_name_the_module_option(text, expected):
+    assert common.name_options(text) == expected
 
 
 @pytest.mark.parametrize("exc", [ValueError("bug"), KeyError("bug"), TypeError("bug")])
@@ -253,8 +269,7 @@ def test_settings_failures_name_the_module_options(run_main, tmp_path):
     assert "cannot read config file" in result["msg"] and "config" in result["msg"]
     result = run_main(photo_sync_report, {"database_url": "postgresql:///x"})
     assert result["failed"] is True
-    assert "PHOTO_SYNC_EDGE_STORE_ID is not set" in result["msg"]
-    assert "store_id" in result["msg"]
+    assert "store_id (PHOTO_SYNC_EDGE_STORE_ID) is not set" in result["msg"]
 
 
 def _settings_fields() -> set[str]:
@@ -263,7 +278,7 @@ def _settings_fields() -> set[str]:
 
 @pytest.mark.xfail("ca_bundle" not in _settings_fields(), strict=True,
                    reason="EdgeSettings.ca_bundle/allow_http come with the TLS settings (E1)")
-def test_tls_options_reach_the_engine_settings(tmp_path):
+def test_tls_options_reach_the_engine_settings(tmp_path, run_main):
     bundle = tmp_path / "ho-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
     args = {"database_url": "postgresql:///x", "ho_url": "http://ho.example:8080",
@@ -275,6 +290,10 @@ def test_tls_options_reach_the_engine_settings(tmp_path):
         settings = common.edge_settings(module)
     assert str(settings.ca_bundle) == str(bundle)
     assert settings.allow_http is True
+    # Without allow_http, the task refuses plain http to a host that is not this one.
+    result = run_main(photo_sync_pull, {**args, "allow_http": False})
+    assert result["failed"] is True and "http://" in result["msg"]
+    assert "ca_bundle" in result["msg"]
 
 
 # Documentation ------------------------------------------------------------------------
