@@ -14,8 +14,14 @@ description:
     and C(last_sync_at), C(STORAGE EXTERNAL) on the bytes, and the sync agent's own tables.
   - With I(state=absent), removes what it added. The photo bytes and the agent's
     tables are dropped only with I(drop_data=true).
+  - With I(state=reset), does to the data what a rollback does (the same as
+    C(photo-sync-edge reset)) - every photo's C(sync_status) goes back to C(pending) and
+    its C(sync_error) is cleared; with I(clear_binary=true) the photo bytes held are
+    cleared too. A table without the sync columns has nothing to reset (zero counts, not
+    an error). It fails while a sync run holds the run lock (stop the timers first).
   - All statements run in one transaction. In check mode they run and are rolled back,
-    so check mode proves the DDL would work and reports exactly what would run.
+    so check mode proves the statements would work and reports exactly what would run
+    (and, for I(state=reset), how many rows would change).
   - Runs with the photo-sync venv's interpreter (the C(photo_sync) package and psycopg 3).
 version_added: "0.1.0"
 author: photo-sync developers
@@ -24,21 +30,29 @@ options:
     description:
       - libpq URL of the store database, e.g. C(postgresql:///edge?host=/var/run/postgresql).
       - Taken from I(config) (C(PHOTO_SYNC_EDGE_DATABASE_URL)) when not given.
+      - Passed as a module option, it never appears on a command line or in the log.
     type: str
   config:
     description: Path on the target of the agent's settings file (KEY=VALUE).
     type: path
   table:
-    description: Name of the photo table.
+    description: Name of the photo table (a plain lower-case SQL identifier).
     type: str
     default: product_photo
   state:
-    description: Whether the schema additions should be there.
+    description:
+      - C(present) - the schema additions are there.
+      - C(absent) - they are removed.
+      - C(reset) - every photo is back to C(pending) (the schema stays).
     type: str
-    choices: [present, absent]
+    choices: [present, absent, reset]
     default: present
   drop_data:
     description: With I(state=absent), also drop C(image_binary) and the agent's tables.
+    type: bool
+    default: false
+  clear_binary:
+    description: With I(state=reset), also clear the photo bytes (C(image_binary)) held.
     type: bool
     default: false
   grant_to:
@@ -60,6 +74,13 @@ EXAMPLES = r"""
   vars:
     ansible_python_interpreter: /opt/photo-sync/venv/bin/python
 
+- name: Reset every photo to pending and clear the bytes (rollback)
+  pg_bytea_schema:
+    config: /etc/photo-sync/edge.env
+    state: reset
+    clear_binary: true
+  register: reset
+
 - name: Remove the sync columns but keep the photo bytes
   pg_bytea_schema:
     config: /etc/photo-sync/edge.env
@@ -68,49 +89,81 @@ EXAMPLES = r"""
 
 RETURN = r"""
 queries:
-  description: The SQL statements that ran (or, in check mode, would run).
+  description:
+    - The SQL statements that ran (or, in check mode, would run) and changed something.
+    - Empty when the schema is current, or when I(state=reset) finds nothing to reset.
   returned: always
   type: list
   elements: str
   sample: ["ALTER TABLE product_photo ADD COLUMN image_binary bytea"]
+reset:
+  description: Photos whose C(sync_status) went (in check mode, would go) back to C(pending).
+  returned: when I(state=reset)
+  type: int
+  sample: 1200
+cleared:
+  description: Photos whose bytes were (in check mode, would be) cleared.
+  returned: when I(state=reset)
+  type: int
+  sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync)
+                                                    edge_settings, require_photo_sync,
+                                                    run_engine)
+
+
+def reset_result(counts, queries):
+    """The module's result for a reset, from the engine's counts and statements."""
+    return dict(changed=bool(counts["reset"] or counts["cleared"]),
+                reset=counts["reset"], cleared=counts["cleared"],
+                queries=[queries[step] for step in ("reset", "cleared") if counts[step]])
+
+
+def reset(database_url, table, clear_binary, dry_run):
+    """Run EdgeStore.reset on one table; returns the module's result."""
+    from photo_sync.edge.store import EdgeStore
+
+    store = EdgeStore(database_url, table)
+    try:
+        counts = store.reset(clear_bytes=clear_binary, dry_run=dry_run)
+        return reset_result(counts, store.reset_queries())
+    finally:
+        store.close()
+
+
+ARGUMENT_SPEC = argument_spec(
+    DATABASE_ARGS,
+    table=dict(type="str", default="product_photo"),
+    state=dict(type="str", default="present", choices=["present", "absent", "reset"]),
+    drop_data=dict(type="bool", default=False),
+    clear_binary=dict(type="bool", default=False),
+    grant_to=dict(type="str"),
+)
 
 
 def main():
+    """Entry point: ensure, remove or reset the photo schema of one store database."""
     module = AnsibleModule(
-        argument_spec=argument_spec(
-            DATABASE_ARGS,
-            table=dict(type="str", default="product_photo"),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            drop_data=dict(type="bool", default=False),
-            grant_to=dict(type="str"),
-        ),
+        argument_spec=ARGUMENT_SPEC,
         required_one_of=[("database_url", "config")],
         supports_check_mode=True,
     )
     require_photo_sync(module)
-    import psycopg
     from photo_sync.edge import schema
 
     settings = edge_settings(module, need_ho=False)
     p = module.params
-    try:
-        queries = schema.ensure(settings.database_url, p["table"], p["state"], p["drop_data"],
-                                p["grant_to"], check_only=module.check_mode)
-    except schema.SchemaError as exc:
-        module.fail_json(msg="cannot plan the photo schema: %s" % exc)
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        module.fail_json(msg="cannot connect to the store database (%s): check database_url "
-                             "and that PostgreSQL is running" % first)
-    except psycopg.Error as exc:
-        module.fail_json(msg="migrating table %s failed, nothing was changed: %s"
-                             % (p["table"], str(exc).strip()))
+    if p["state"] == "reset":
+        result = run_engine(module, "resetting the sync status of table %s" % p["table"],
+                            reset, settings.database_url, p["table"], p["clear_binary"],
+                            dry_run=module.check_mode)
+        module.exit_json(**result)
+    queries = run_engine(module, "migrating table %s failed, nothing was changed" % p["table"],
+                         schema.ensure, settings.database_url, p["table"], p["state"],
+                         p["drop_data"], p["grant_to"], check_only=module.check_mode)
     result = dict(changed=bool(queries), queries=queries)
     if module._diff:
         result["diff"] = dict(before="", after="".join(q.rstrip() + ";\n" for q in queries),

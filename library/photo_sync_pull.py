@@ -14,8 +14,11 @@ description:
     longer has; C(incremental) continues from the stored cursor.
   - Every photo is verified against MD5 and SHA-256 before it is written; a photo that
     fails keeps its previous bytes and is marked C(failed).
-  - In check mode nothing is downloaded or written; the result's C(plan) lists what
-    would be downloaded, updated and deleted.
+  - In check mode the run goes down the same path as a real one and its writes are rolled
+    back; nothing is written and no bytes are kept. The result's C(summary) carries the
+    counts the real run would produce, C(changed) says whether it would change anything,
+    and C(plan) lists the ids it would download, update and delete. A check run fails
+    where the real run would (for example the delete guard).
   - Only one run at a time per database; the task fails when another run holds the lock.
 version_added: "0.1.0"
 author: photo-sync developers
@@ -69,8 +72,19 @@ options:
   retries:
     description: Retries of a failing HTTP request before the run gives up.
     type: int
+  ca_bundle:
+    description:
+      - Path on the target of a PEM file with the CA that signed head office's certificate
+        (C(PHOTO_SYNC_EDGE_CA_BUNDLE)); the system's CAs when not given.
+    type: path
+  allow_http:
+    description:
+      - Permit C(http://) to a head office that is not on a loopback address
+        (C(PHOTO_SYNC_EDGE_ALLOW_HTTP)); without it such an I(ho_url) fails the task.
+    type: bool
 notes:
-  - Supports check mode. C(changed) is true only when a photo was written or deleted.
+  - Supports check mode. C(changed) is the engine's - true only when a photo was (or, in
+    check mode, would be) written or deleted.
 requirements:
   - the photo_sync package (the photo-sync venv)
 """
@@ -92,7 +106,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 summary:
-  description: Counts of the run.
+  description:
+    - Counts of the run; in check mode, the counts the real run would produce
+      (C(downloaded) - photos it would download, C(bytes) - their size, C(deleted), ...).
   returned: always
   type: dict
   sample: {listed: 1000, downloaded: 12, unchanged: 985, updated: 1, deleted: 2, failed: 0,
@@ -104,76 +120,86 @@ failures:
   elements: dict
   sample: [{photo_id: 0b0e..., error: "checksum verification failed: MD5 mismatch"}]
 plan:
-  description: In check mode, what a real run would do.
+  description: In check mode, the ids of the photos a real run would download, update
+    and delete (the engine's C(ids)).
   returned: check mode
   type: dict
-  sample: {download: ["0b0e..."], update: [], delete: [], bytes: 204800}
+  sample: {download: ["0b0e..."], update: [], delete: []}
 reported:
   description: Status reports delivered to head office at the end of the run.
   returned: always
   type: int
+report_pending:
+  description: Status reports still queued after the run (delivered by a later run).
+  returned: always
+  type: int
 """
+
+import inspect
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, HO_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync)
+                                                    edge_settings, require_photo_sync,
+                                                    run_engine)
 
 COUNTS = ("listed", "downloaded", "unchanged", "updated", "deleted", "failed", "bytes",
           "duration", "status")
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            DATABASE_ARGS, HO_ARGS,
-            mode=dict(type="str", default="incremental", choices=["full", "incremental"]),
-            concurrency=dict(type="int"),
-            bandwidth_limit=dict(type="int"),
-            max_failures=dict(type="int", default=0),
-            max_delete_fraction=dict(type="float"),
-            force_delete=dict(type="bool", default=False),
-            report=dict(type="bool", default=True),
-        ),
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
-    import psycopg
-    from photo_sync.edge.client import HOError, HOUnreachable
-    from photo_sync.edge.engine import run_sync
-    from photo_sync.edge.store import LockHeld, SchemaMissing
+def sync_kwargs(run_sync, check_mode, force_delete, report):
+    """run_sync's keyword arguments: a check run is the engine's dry run, listing ids."""
+    kwargs = dict(dry_run=check_mode, force_delete=force_delete, report=report)
+    # An engine from before SyncRun(list_ids=...) (issue 9 item 4) cannot list them.
+    if "list_ids" in inspect.signature(run_sync).parameters:
+        kwargs["list_ids"] = check_mode
+    return kwargs
 
-    p = module.params
-    settings = edge_settings(module, CONCURRENCY=p["concurrency"],
-                             BANDWIDTH_LIMIT=p["bandwidth_limit"],
-                             MAX_DELETE_FRACTION=p["max_delete_fraction"])
-    try:
-        summary = run_sync(settings, p["mode"], dry_run=module.check_mode,
-                           force_delete=p["force_delete"], report=p["report"])
-    except LockHeld as exc:
-        module.fail_json(msg="photo sync not started: %s" % exc)
-    except SchemaMissing as exc:
-        module.fail_json(msg=str(exc))
-    except (HOUnreachable, HOError) as exc:
-        module.fail_json(msg="photo sync (%s) stopped: %s" % (p["mode"], exc))
-    except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        module.fail_json(msg="photo sync (%s) stopped on the store database: %s (check "
-                             "database_url and that PostgreSQL is running)" % (p["mode"], first))
 
+def pull_result(summary, check_mode):
+    """The module's result from the engine's RunSummary; `changed` is the engine's own."""
     data = summary.as_dict()
     result = dict(
         changed=summary.changed,
-        summary={k: data[k] for k in COUNTS},
+        summary={k: data[k] for k in COUNTS if k in data},
         failures=summary.failures,
         reported=summary.reported,
         report_pending=summary.report_pending,
     )
-    if module.check_mode:
-        result["plan"] = summary.plan
-        result["changed"] = bool(summary.plan and (summary.plan["download"] or summary.plan[
-            "update"] or summary.plan["delete"]))
+    if check_mode:
+        # Roles read `plan`; the engine calls it `ids` (its `plan` dict before issue 9).
+        result["plan"] = getattr(summary, "ids", getattr(summary, "plan", None))
+    return result
+
+
+ARGUMENT_SPEC = argument_spec(
+    DATABASE_ARGS, HO_ARGS,
+    mode=dict(type="str", default="incremental", choices=["full", "incremental"]),
+    concurrency=dict(type="int"),
+    bandwidth_limit=dict(type="int"),
+    max_failures=dict(type="int", default=0),
+    max_delete_fraction=dict(type="float"),
+    force_delete=dict(type="bool", default=False),
+    report=dict(type="bool", default=True),
+)
+
+
+def main():
+    """Entry point: one sync run (or, in check mode, the dry run of one)."""
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        required_one_of=[("database_url", "config")],
+        supports_check_mode=True,
+    )
+    require_photo_sync(module)
+    from photo_sync.edge.engine import run_sync
+
+    p = module.params
+    settings = edge_settings(module)
+    summary = run_engine(module, "photo sync (%s) stopped" % p["mode"], run_sync, settings,
+                         p["mode"], **sync_kwargs(run_sync, module.check_mode,
+                                                  p["force_delete"], p["report"]))
+    result = pull_result(summary, module.check_mode)
     if summary.status == "refused":
         module.fail_json(msg=summary.error, **result)
     if summary.failed > p["max_failures"]:

@@ -12,7 +12,8 @@ description:
   - Every photo outcome (synced, failed, deleted) is queued in the store database;
     this module delivers the queue to head office in batches. Head office being down
     loses nothing; the queue stays for the next delivery.
-  - In check mode nothing is sent; C(pending) tells how many would be.
+  - In check mode nothing is sent; C(reported) tells how many reports a real run would
+    deliver, and C(changed) is true when any are queued (a real run would deliver them).
 version_added: "0.1.0"
 author: photo-sync developers
 options:
@@ -37,6 +38,16 @@ options:
   retries:
     description: Retries of a failing HTTP request.
     type: int
+  ca_bundle:
+    description:
+      - Path on the target of a PEM file with the CA that signed head office's certificate
+        (C(PHOTO_SYNC_EDGE_CA_BUNDLE)); the system's CAs when not given.
+    type: path
+  allow_http:
+    description:
+      - Permit C(http://) to a head office that is not on a loopback address
+        (C(PHOTO_SYNC_EDGE_ALLOW_HTTP)); without it such an I(ho_url) fails the task.
+    type: bool
 notes:
   - Supports check mode.
 requirements:
@@ -53,12 +64,13 @@ EXAMPLES = r"""
 
 RETURN = r"""
 reported:
-  description: Status reports delivered.
+  description: Status reports delivered (in check mode, the ones a real run would deliver).
   returned: always
   type: int
   sample: 120
 pending:
-  description: Status reports still queued (in check mode, the ones that would be sent).
+  description: Status reports still queued (in check mode, the queue as it is, all of which
+    a real run would send).
   returned: always
   type: int
   sample: 0
@@ -67,33 +79,34 @@ pending:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, HO_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync)
+                                                    edge_settings, require_photo_sync,
+                                                    run_engine)
+
+
+ARGUMENT_SPEC = argument_spec(DATABASE_ARGS, HO_ARGS)
+
+
+def report_result(reported, pending, check_mode):
+    """The module's result; a check run would deliver every queued report."""
+    if check_mode:
+        return dict(changed=pending > 0, reported=pending, pending=pending)
+    return dict(changed=reported > 0, reported=reported, pending=pending)
 
 
 def main():
+    """Entry point: deliver (or, in check mode, count) the queued status reports."""
     module = AnsibleModule(
-        argument_spec=argument_spec(DATABASE_ARGS, HO_ARGS),
+        argument_spec=ARGUMENT_SPEC,
         required_one_of=[("database_url", "config")],
         supports_check_mode=True,
     )
     require_photo_sync(module)
-    import psycopg
-    from photo_sync.edge.client import HOError, HOUnreachable
     from photo_sync.edge.reporter import deliver
-    from photo_sync.edge.store import SchemaMissing
 
     settings = edge_settings(module, need_ho=not module.check_mode)
-    try:
-        result = deliver(settings, dry_run=module.check_mode)
-    except SchemaMissing as exc:
-        module.fail_json(msg=str(exc))
-    except (HOUnreachable, HOError) as exc:
-        module.fail_json(msg="status reports stay queued: %s" % exc)
-    except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        module.fail_json(msg="cannot read the status queue from the store database: %s "
-                             "(check database_url)" % first)
-    module.exit_json(changed=result.changed, reported=result.reported, pending=result.pending)
+    result = run_engine(module, "delivering the status reports failed, they stay queued",
+                        deliver, settings, dry_run=module.check_mode)
+    module.exit_json(**report_result(result.reported, result.pending, module.check_mode))
 
 
 if __name__ == "__main__":

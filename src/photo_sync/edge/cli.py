@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--json", action="store_true")
     st = sub.add_parser("status", help="last runs, counts by sync_status, cursor, lag")
     st.add_argument("--json", action="store_true")
+    rst = sub.add_parser("reset", help="what rollback does: every photo back to pending")
+    rst.add_argument("--clear-bytes", action="store_true",
+                     help="also clear the photo bytes held (the store's apps use HO's URLs)")
+    rst.add_argument("--dry-run", action="store_true",
+                     help="count what would be reset and cleared; change nothing")
+    rst.add_argument("--json", action="store_true",
+                     help='print {"reset", "cleared", "changed", "dry_run"} as JSON')
     return parser
 
 
@@ -115,6 +122,22 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  run {r['id']}: {r['mode']} {r['status']} {r['started_at']} "
                       f"downloaded {r['downloaded']} failed {r['failed']}"
                       + (f" ({r['error']})" if r["error"] else ""))
+        return EXIT_OK
+    if args.command == "reset":
+        settings = EdgeSettings.load(args.config, need_ho=False)
+        store = EdgeStore(settings.database_url, settings.table)
+        try:
+            counts = store.reset(clear_bytes=args.clear_bytes, dry_run=args.dry_run)
+        finally:
+            store.close()
+        changed = bool(counts["reset"] or counts["cleared"])
+        if args.json:
+            print(json.dumps({"reset": counts["reset"], "cleared": counts["cleared"],
+                              "changed": changed, "dry_run": args.dry_run}))
+        else:
+            reset, clear = ("would reset", "would clear") if args.dry_run else ("reset", "cleared")
+            print(f"{reset} {counts['reset']} photos to pending"
+                  + (f", {clear} the bytes of {counts['cleared']}" if args.clear_bytes else ""))
         return EXIT_OK
     settings = EdgeSettings.load(args.config)
     if args.command == "report":

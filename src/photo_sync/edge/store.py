@@ -288,3 +288,44 @@ class EdgeStore:
                                            if r["finished_at"] else None)}
                           for r in runs],
         }
+
+    # Reset (rollback) ---------------------------------------------------------------
+
+    def reset_queries(self) -> dict[str, str]:
+        """The statements `reset()` runs, by the count each one answers (for `queries`)."""
+        return {
+            "reset": f"UPDATE {self._t} SET sync_status = 'pending', sync_error = NULL "
+                     "WHERE sync_status IS DISTINCT FROM 'pending'",
+            "cleared": f"UPDATE {self._t} SET image_binary = NULL WHERE image_binary IS NOT NULL",
+        }
+
+    def reset(self, clear_bytes: bool = False, dry_run: bool = False) -> dict:
+        """Put every photo back to `pending` (and with clear_bytes drop the bytes held), as a
+        rollback does; returns the rows each step changed, or would change in a dry run."""
+        queries = self.reset_queries()
+        counts = {"reset": 0, "cleared": 0}
+        try:
+            # A sync run writing meanwhile would mark rows synced again behind our back.
+            # The transaction-level try-lock conflicts with the run's session lock and
+            # ends with this transaction, dry run included: a dry run fails where a real
+            # one would.
+            got = self.conn.execute(
+                f"SELECT pg_try_advisory_xact_lock({LOCK_KEY_SQL}) AS got").fetchone()["got"]
+            if not got:
+                raise LockHeld("a photo-sync run is in progress on this database, so nothing "
+                               "was reset: stop the sync timers and service, then try again")
+            # A store never migrated (or already rolled back) has nothing to reset: zero
+            # counts, not an error, so a rollback can be re-run.
+            columns = schema._table_columns(self.conn, self.table)
+            if {"sync_status", "sync_error"} <= columns.keys():
+                counts["reset"] = self.conn.execute(queries["reset"]).rowcount
+            if clear_bytes and "image_binary" in columns:
+                counts["cleared"] = self.conn.execute(queries["cleared"]).rowcount
+        except BaseException:
+            self.conn.rollback()
+            raise
+        if dry_run:
+            self.conn.rollback()
+        else:
+            self.conn.commit()
+        return counts
