@@ -187,6 +187,8 @@ def median(values: list[float]) -> float:
 
 
 class Bench:
+    """One bench run: the services it starts, the measurements it takes, their commands."""
+
     def __init__(self, args: argparse.Namespace):
         from support import testbed
         self.args = args
@@ -228,6 +230,7 @@ class Bench:
         return store_id, out.split()[-1]
 
     def make_edge(self, ho: dict, name: str, extra_env: dict | None = None) -> dict:
+        """A new store at `ho` with its own empty, migrated edge database."""
         store_id, secret = self.add_store(ho)
         url = self.pg.create_db(f"edge_{name}")
         env = {"PHOTO_SYNC_EDGE_DATABASE_URL": url, "PHOTO_SYNC_EDGE_HO_URL": ho["url"],
@@ -308,6 +311,7 @@ class Bench:
                 "summary": {k: summary[k] for k in keep}}
 
     def rclone(self, ho: dict, rep: int) -> dict:
+        """`rclone copy` of the bucket to local disk, timed as a whole process."""
         target = self.root / f"rclone-{rep}"
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env.update({"RCLONE_CONFIG_BENCHS3_TYPE": "s3", "RCLONE_CONFIG_BENCHS3_PROVIDER":
@@ -331,6 +335,7 @@ class Bench:
                 "loadavg_before": run["loadavg_before"], "files": len(files), "bytes": nbytes}
 
     def practical(self, ho: dict, rep: int) -> dict:
+        """bench/practical.py into a fresh edge database, timed as a whole process."""
         import practical
         edge_url = self.pg.create_db(f"edge_practical_{rep}")
         timed([str(BIN / "photo-sync-edge"), "schema", "apply"],
@@ -354,6 +359,7 @@ class Bench:
                 "bytes": out["bytes"]}
 
     def baseline(self, ho: dict, rep: int, limit: int) -> dict:
+        """bench/baseline.py on the first `limit` photos, timed as a whole process."""
         edge = self.make_edge(ho, f"baseline_{rep}")
         import baseline
         cmd = [sys.executable, str(BENCH / "baseline.py"), "--ho-url", ho["url"], "--store-id",
@@ -374,6 +380,7 @@ class Bench:
                 "per_photo_seconds": round(run["seconds"] / out["synced"], 5)}
 
     def wrk(self, name: str, base_url: str, paths: list[str], headers: list[str]) -> dict:
+        """One wrk run over `paths`; rates over wrk's whole process, latencies per request."""
         path_file = self.root / f"wrk-{name}.txt"
         path_file.write_text("\n".join(paths) + "\n")
         cmd = ["wrk", "-t", "2", "-c", str(self.args.wrk_connections), "-d",
@@ -389,9 +396,8 @@ class Bench:
         run = self.measured(cmd, env={**os.environ, "WRK_PATHS": str(path_file)})
         line = next(x for x in run["stdout"].splitlines() if x.startswith("WRK_JSON "))
         data = json.loads(line[len("WRK_JSON "):])
-        # Rates over wrk's whole process, like every other figure; wrk's own measuring
-        # window (duration_us) is not kept, so no second boundary reaches the results.
-        del data["duration_us"]
+        # Rates over wrk's whole process, like every other figure (wrk_cycle.lua does not
+        # report wrk's own measuring window, so no second boundary reaches the results).
         seconds = run["seconds"]
         errors = sum(data["errors"].values())
         if data["requests"] == 0 or errors > data["requests"] * 0.01:
@@ -407,6 +413,7 @@ class Bench:
     # The run ----------------------------------------------------------------------------
 
     def run(self) -> dict:
+        """Every measurement, in an order that keeps catalog changes after the full syncs."""
         args, m = self.args, self.results["measurements"]
         self.results.update({
             "schema": report.SCHEMA, "boundary": BOUNDARY, "statistic": "median",
@@ -532,6 +539,7 @@ class Bench:
         return self.results
 
     def measure_wrk(self, ho: dict, edge: dict) -> dict:
+        """wrk against the API's list and download endpoints and against S3 directly."""
         import requests
         from minio import Minio
         token = requests.post(f"{ho['url']}/api/v1/auth/token/", timeout=10, json={
@@ -579,6 +587,7 @@ def _redact_url(url: str) -> str:
 
 
 def _series(runs: list[dict], total_mb: float | None = None, photos: int | None = None) -> dict:
+    """A series: its runs, how many, their median time, highest RSS and median CPU."""
     seconds = [r["seconds"] for r in runs]
     out = {"runs": runs, "run_count": len(runs), "median_seconds": median(seconds),
            "peak_rss_mb": max(r["max_rss_mb"] for r in runs)}
@@ -592,6 +601,7 @@ def _series(runs: list[dict], total_mb: float | None = None, photos: int | None 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`bench/run.py`: run the bench, write the JSON and plot, regenerate RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1000, help="photo set size (default 1000)")
