@@ -5,12 +5,13 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_PHOTOS ?= 1000
 
-.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench wheels clean
+.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-report wheels clean
 
 help:
 	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
 	@echo "make test   - every test: pytest against real services, lint, molecule scenarios"
 	@echo "make bench  - benchmarks against peers (BENCH_PHOTOS=$(BENCH_PHOTOS))"
+	@echo "make bench-report - regenerate bench/RESULTS.md from bench/results/*.json"
 	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
 
 bootstrap:
@@ -47,5 +48,9 @@ demo-down:
 clean:
 	rm -rf build dist .pytest_cache
 
+# bootstrap installs rclone and wrk, the peers the bench runs.
 bench: bootstrap
 	$(PY) bench/run.py --photos $(BENCH_PHOTOS)
+
+bench-report: bootstrap
+	$(PY) bench/report.py --plots

@@ -6,18 +6,23 @@ API under gunicorn on 127.0.0.1, generates a photo set, and measures (each
 `--reps` times; medians):
 
   full_sync          `photo-sync-edge pull --mode full` into an empty edge DB (+ peak RSS)
+  full_sync_presigned  the same, bytes from presigned S3 URLs (PHOTO_SYNC_EDGE_PRESIGNED_ORIGIN)
   rclone             `rclone copy --transfers 8` of the same bucket to local disk
   baseline           the original design's plan (bench/baseline.py), on a subset, per photo
   practical          parallel S3 GETs + binary COPY, no API (bench/practical.py)
   incremental_nochange / incremental_nochange_large   nothing changed, N and --large-photos
-                     (3 samples per repetition: cheap, and sensitive to CPU contention)
+                     (3 runs per repetition: cheap, and sensitive to CPU contention)
   full_sync_large    full sync of the large set (peak RSS)
   incremental_1pct   incremental after 1% of the photos changed
   wrk                HO API list pages and downloads vs direct (presigned) S3 GETs
 
-Writes bench/results/photos-N.json and photos-N.png, and refreshes the generated
-block of bench/RESULTS.md. Installs rclone and wrk with apt-get, matplotlib with
-pip, when they are missing.
+One boundary for every party: each figure is the wall time of the whole process,
+from spawning the command to reaping it (`timed`), start-up included; rates are
+counts over that time. Nothing is timed from inside a process.
+
+Writes photos-N.json and photos-N.png to --out (default bench/results) and, when
+that is bench/results, regenerates bench/RESULTS.md (bench/report.py). rclone and
+wrk come from scripts/bootstrap.sh (`make bench` runs it first).
 """
 
 from __future__ import annotations
@@ -41,18 +46,12 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
-BIN = Path(sys.executable).parent
-T0 = time.monotonic()
+import report  # noqa: E402  (bench/report.py: RESULTS.md, the plot, the targets)
 
-# Targets (reported, never asserted).
-TARGETS = {
-    "full_vs_rclone": 1.3,          # full sync time / rclone time, at most
-    "full_vs_baseline": 50.0,       # baseline time / full sync time, at least
-    "incr_vs_full": 0.05,           # no-change incremental / full sync, at most
-    "incr_large_vs_small": 1.5,     # no-change incremental at large / at N, at most
-    "rss_mb": 100.0,                # agent peak RSS, at most
-    "download_vs_s3": 1.5,          # direct S3 MB/s / API download MB/s, at most
-}
+BIN = Path(sys.executable).parent
+BOUNDARY = ("whole process: wall time from spawning the command to reaping it, start-up "
+            "included, for every party; rates are counts over that time")
+T0 = time.monotonic()
 
 
 def log(message: str) -> None:
@@ -61,30 +60,12 @@ def log(message: str) -> None:
 
 # Tools -----------------------------------------------------------------------------------
 
-def ensure_tools(install: bool) -> None:
+def ensure_tools() -> None:
+    """Stop with the fix when a peer tool is missing (scripts/bootstrap.sh installs them)."""
     missing = [tool for tool in ("rclone", "wrk") if not shutil.which(tool)]
     if missing:
-        if not install:
-            raise SystemExit(f"bench: {', '.join(missing)} missing: apt-get install -y "
-                             f"{' '.join(missing)} (or run without --no-install)")
-        if os.geteuid() != 0:
-            raise SystemExit(f"bench: {', '.join(missing)} missing and not root: "
-                             f"sudo apt-get install -y {' '.join(missing)}")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        cmd = ["apt-get", "install", "-y", "-q", *missing]
-        log(f"installing {' '.join(missing)}: {' '.join(cmd)}")
-        if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            log("apt-get install failed: running apt-get update, then trying again")
-            subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL)
-            if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-                raise SystemExit(f"bench: could not install {' '.join(missing)} with apt-get")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        if install:
-            log("installing matplotlib into the venv (for the plot)")
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        raise SystemExit(f"bench: {', '.join(missing)} not found: run scripts/bootstrap.sh "
+                         f"(as root; it installs them with apt-get), then run the bench again")
 
 
 def tool_version(cmd: list[str]) -> str:
@@ -193,11 +174,21 @@ class HighWater:
         self._thread.join()
 
 
+def api_downloads(server) -> int:
+    """How many photo downloads the HO API has served so far (from its access log)."""
+    try:
+        return server.log_path.read_text(errors="replace").count("/download/")
+    except OSError:
+        return 0
+
+
 def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
 class Bench:
+    """One bench run: the services it starts, the measurements it takes, their commands."""
+
     def __init__(self, args: argparse.Namespace):
         from support import testbed
         self.args = args
@@ -238,13 +229,16 @@ class Bench:
         out = self.ho_cli(ho["env"], "store", "add", store_id, "--name", "bench")
         return store_id, out.split()[-1]
 
-    def make_edge(self, ho: dict, name: str) -> dict:
+    def make_edge(self, ho: dict, name: str, extra_env: dict | None = None) -> dict:
+        """A new store at `ho` with its own empty, migrated edge database."""
         store_id, secret = self.add_store(ho)
         url = self.pg.create_db(f"edge_{name}")
         env = {"PHOTO_SYNC_EDGE_DATABASE_URL": url, "PHOTO_SYNC_EDGE_HO_URL": ho["url"],
-               "PHOTO_SYNC_EDGE_STORE_ID": store_id, "PHOTO_SYNC_EDGE_STORE_SECRET": secret}
+               "PHOTO_SYNC_EDGE_STORE_ID": store_id, "PHOTO_SYNC_EDGE_STORE_SECRET": secret,
+               **(extra_env or {})}
         timed([str(BIN / "photo-sync-edge"), "schema", "apply"], env={**os.environ, **env})
-        return {"env": env, "store_id": store_id, "secret": secret, "database_url": url}
+        return {"env": env, "store_id": store_id, "secret": secret, "database_url": url,
+                "ho_server": ho["server"]}
 
     def generate(self, folder: Path, count: int, seed: int, **sizes) -> dict:
         started = time.perf_counter()
@@ -295,22 +289,29 @@ class Bench:
 
     # Measurements -----------------------------------------------------------------------
 
-    def pull(self, edge: dict, mode: str) -> dict:
+    def pull(self, edge: dict, mode: str, name: str | None = None) -> dict:
+        """One `photo-sync-edge pull`, timed as a whole process, with its HO download count."""
         cmd = [str(BIN / "photo-sync-edge"), "pull", "--mode", mode, "--json"]
-        self.commands.setdefault(f"pull_{mode}", " ".join(["photo-sync-edge", *cmd[1:]]) +
-                                 "   (env PHOTO_SYNC_EDGE_DATABASE_URL, _HO_URL, _STORE_ID, "
-                                 "_STORE_SECRET; defaults otherwise: concurrency 8)")
+        settings = ", ".join(sorted(edge["env"]))
+        self.commands.setdefault(name or f"pull_{mode}",
+                                 " ".join(["photo-sync-edge", *cmd[1:]]) +
+                                 f"   (env {settings}; defaults otherwise: concurrency 8)")
+        log_before = api_downloads(edge["ho_server"])
         run = self.measured(cmd, env={**os.environ, **edge["env"]})
         summary = json.loads(run["stdout"])
         if summary["status"] != "ok":
             raise SystemExit(f"bench: pull --mode {mode} ended {summary['status']}: {summary}")
+        # Counts only: the summary's own `duration` is timed inside the process, and every
+        # time in the results is the whole process's (one boundary for every party).
         keep = ("downloaded", "unchanged", "updated", "deleted", "failed", "bytes", "listed",
-                "duration", "reported")
+                "reported")
         return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
                 "loadavg_before": run["loadavg_before"],
+                "api_downloads": api_downloads(edge["ho_server"]) - log_before,
                 "summary": {k: summary[k] for k in keep}}
 
     def rclone(self, ho: dict, rep: int) -> dict:
+        """`rclone copy` of the bucket to local disk, timed as a whole process."""
         target = self.root / f"rclone-{rep}"
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         env.update({"RCLONE_CONFIG_BENCHS3_TYPE": "s3", "RCLONE_CONFIG_BENCHS3_PROVIDER":
@@ -334,6 +335,7 @@ class Bench:
                 "loadavg_before": run["loadavg_before"], "files": len(files), "bytes": nbytes}
 
     def practical(self, ho: dict, rep: int) -> dict:
+        """bench/practical.py into a fresh edge database, timed as a whole process."""
         import practical
         edge_url = self.pg.create_db(f"edge_practical_{rep}")
         timed([str(BIN / "photo-sync-edge"), "schema", "apply"],
@@ -350,25 +352,35 @@ class Bench:
         assert practical  # the module is also what the test imports
         run = self.measured(cmd)
         out = json.loads(run["stdout"])
+        # The script's own `seconds` starts after its imports: the whole process's time is
+        # the one kept, as for every other party.
         return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
-                "loadavg_before": run["loadavg_before"], **out,
-                "inner_seconds": out["seconds"]}
+                "loadavg_before": run["loadavg_before"], "synced": out["synced"],
+                "bytes": out["bytes"]}
 
     def baseline(self, ho: dict, rep: int, limit: int) -> dict:
+        """bench/baseline.py on the first `limit` photos, timed as a whole process."""
         edge = self.make_edge(ho, f"baseline_{rep}")
+        import baseline
         cmd = [sys.executable, str(BENCH / "baseline.py"), "--ho-url", ho["url"], "--store-id",
                edge["store_id"], f"--secret={edge['secret']}", "--database-url",
-               edge["database_url"], "--limit", str(limit)]
+               edge["database_url"], "--limit", str(limit), "--delay", str(baseline.DELAY)]
         self.commands["baseline"] = (f"python bench/baseline.py --ho-url HO_URL --store-id ID "
                                      f"--secret SECRET --database-url EMPTY_EDGE_DB "
-                                     f"--limit {limit}")
+                                     f"--limit {limit} --delay {baseline.DELAY}")
         run = self.measured(cmd)
         out = json.loads(run["stdout"])
+        if out["failed"] or out["synced"] != limit:
+            raise SystemExit(f"bench: baseline synced {out['synced']} of {limit} photos, "
+                             f"{out['failed']} failed")
+        # Whole process, as for every other party (the script's own `seconds` is not kept).
         return {"seconds": run["seconds"], "max_rss_mb": run["max_rss_mb"], "cpu": run["cpu"],
-                "loadavg_before": run["loadavg_before"], **out, "inner_seconds": out["seconds"],
-                "per_photo_seconds": round(run["seconds"] / max(1, out["synced"]), 5)}
+                "loadavg_before": run["loadavg_before"], "synced": out["synced"],
+                "failed": out["failed"], "bytes": out["bytes"],
+                "per_photo_seconds": round(run["seconds"] / out["synced"], 5)}
 
     def wrk(self, name: str, base_url: str, paths: list[str], headers: list[str]) -> dict:
+        """One wrk run over `paths`; rates over wrk's whole process, latencies per request."""
         path_file = self.root / f"wrk-{name}.txt"
         path_file.write_text("\n".join(paths) + "\n")
         cmd = ["wrk", "-t", "2", "-c", str(self.args.wrk_connections), "-d",
@@ -384,12 +396,15 @@ class Bench:
         run = self.measured(cmd, env={**os.environ, "WRK_PATHS": str(path_file)})
         line = next(x for x in run["stdout"].splitlines() if x.startswith("WRK_JSON "))
         data = json.loads(line[len("WRK_JSON "):])
-        seconds = data["duration_us"] / 1e6
+        # Rates over wrk's whole process, like every other figure (wrk_cycle.lua does not
+        # report wrk's own measuring window, so no second boundary reaches the results).
+        seconds = run["seconds"]
         errors = sum(data["errors"].values())
         if data["requests"] == 0 or errors > data["requests"] * 0.01:
             raise SystemExit(f"bench: wrk {name}: {errors} errors in {data['requests']} "
                              f"requests:\n{run['stdout']}")
-        return {**data, "cpu": run["cpu"], "loadavg_before": run["loadavg_before"],
+        return {**data, "seconds": seconds, "cpu": run["cpu"],
+                "loadavg_before": run["loadavg_before"],
                 "req_per_s": round(data["requests"] / seconds, 1),
                 "mb_per_s": round(data["bytes"] / seconds / 1e6, 2),
                 "latency_p50_ms": round(data["latency_p50_us"] / 1000, 2),
@@ -398,9 +413,11 @@ class Bench:
     # The run ----------------------------------------------------------------------------
 
     def run(self) -> dict:
+        """Every measurement, in an order that keeps catalog changes after the full syncs."""
         args, m = self.args, self.results["measurements"]
         self.results.update({
-            "schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "schema": report.SCHEMA, "boundary": BOUNDARY, "statistic": "median",
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
             "photos": args.photos, "reps": args.reps, "machine": machine_info(),
             "ho_server": {"workers": args.ho_workers, "threads": args.ho_threads,
                           "config": "gunicorn -c python:photo_sync.ho.gunicorn_conf "
@@ -421,13 +438,16 @@ class Bench:
             f"{ho['import_seconds']}s; HO API at {ho['url']}")
 
         # The same catalog and bucket behind a second HO that offers presigned S3 URLs:
-        # the bytes bypass the API (PHOTO_SYNC_HO_PRESIGNED_DOWNLOADS=true).
+        # the bytes bypass the API (PHOTO_SYNC_HO_PRESIGNED_DOWNLOADS=true). The agent takes
+        # them only from the origin it is told is S3's; otherwise it falls back to the API
+        # without a word, and the series would measure the API path under another name.
         pre_env = {**ho["env"], "PHOTO_SYNC_HO_PRESIGNED_DOWNLOADS": "true"}
         pre_server = self.testbed.HOServer(self.root / "gunicorn-presigned", pre_env,
                                            workers=self.args.ho_workers,
                                            threads=self.args.ho_threads).start()
         self.servers.append(pre_server)
         ho_pre = {**ho, "env": pre_env, "server": pre_server, "url": pre_server.url}
+        pre_edge_env = {"PHOTO_SYNC_EDGE_PRESIGNED_ORIGIN": f"http://{self.s3.endpoint}"}
 
         # 1, 2, 4 interleaved per repetition so drift hits all three alike.
         full, rcl, prac, incr, pre = [], [], [], [], []
@@ -440,8 +460,13 @@ class Bench:
             for _ in range(3):
                 incr.append(self.pull(edge, "incremental"))
                 assert incr[-1]["summary"]["downloaded"] == 0, incr[-1]
-            pre.append(self.pull(self.make_edge(ho_pre, f"presigned_{rep}"), "full"))
+            pre.append(self.pull(self.make_edge(ho_pre, f"presigned_{rep}", pre_edge_env),
+                                 "full", name="pull_full_presigned"))
             assert pre[-1]["summary"]["downloaded"] == args.photos, pre[-1]
+            if pre[-1]["api_downloads"]:
+                raise SystemExit(f"bench: the presigned full sync took {pre[-1]['api_downloads']}"
+                                 f" photos through the HO API instead of S3: check that the "
+                                 f"agent honours {', '.join(pre_edge_env)}")
             rcl.append(self.rclone(ho, rep))
             assert rcl[-1]["files"] == args.photos, rcl[-1]
             prac.append(self.practical(ho, rep))
@@ -510,10 +535,11 @@ class Bench:
         self.results["large_photos"] = large
         self.results["commands"] = self.commands
         self.results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
-        self.results["ratios"], self.results["targets"] = evaluate(self.results)
+        self.results["ratios"], self.results["targets"] = report.evaluate(self.results)
         return self.results
 
     def measure_wrk(self, ho: dict, edge: dict) -> dict:
+        """wrk against the API's list and download endpoints and against S3 directly."""
         import requests
         from minio import Minio
         token = requests.post(f"{ho['url']}/api/v1/auth/token/", timeout=10, json={
@@ -561,8 +587,9 @@ def _redact_url(url: str) -> str:
 
 
 def _series(runs: list[dict], total_mb: float | None = None, photos: int | None = None) -> dict:
+    """A series: its runs, how many, their median time, highest RSS and median CPU."""
     seconds = [r["seconds"] for r in runs]
-    out = {"runs": runs, "median_seconds": median(seconds),
+    out = {"runs": runs, "run_count": len(runs), "median_seconds": median(seconds),
            "peak_rss_mb": max(r["max_rss_mb"] for r in runs)}
     if all("cpu" in r for r in runs):
         out["median_cpu"] = {k: median([r["cpu"][k] for r in runs]) for k in runs[0]["cpu"]}
@@ -573,66 +600,8 @@ def _series(runs: list[dict], total_mb: float | None = None, photos: int | None 
     return out
 
 
-def evaluate(results: dict) -> tuple[dict, list[dict]]:
-    m = results["measurements"]
-    full = m["full_sync"]["median_seconds"]
-    wrk = m["wrk"]
-    ratios = {
-        "full_vs_rclone": round(full / m["rclone"]["median_seconds"], 3),
-        "presigned_vs_rclone": round(m["full_sync_presigned"]["median_seconds"]
-                                     / m["rclone"]["median_seconds"], 3),
-        "baseline_vs_presigned": round(m["baseline"]["scaled_seconds"]
-                                       / m["full_sync_presigned"]["median_seconds"], 1),
-        "full_vs_practical": round(full / m["practical"]["median_seconds"], 3),
-        "baseline_vs_full": round(m["baseline"]["scaled_seconds"] / full, 1),
-        "incr_vs_full": round(m["incremental_nochange"]["median_seconds"] / full, 4),
-        # The same ratio from the runs' own summaries: without interpreter start and imports.
-        "incr_vs_full_in_run": round(
-            median([r["summary"]["duration"] for r in m["incremental_nochange"]["runs"]])
-            / median([r["summary"]["duration"] for r in m["full_sync"]["runs"]]), 4),
-        "incr_large_vs_small": round(m["incremental_nochange_large"]["median_seconds"]
-                                     / m["incremental_nochange"]["median_seconds"], 3),
-        "incr_1pct_vs_full": round(m["incremental_1pct"]["median_seconds"] / full, 4),
-        "s3_vs_api_download": round(wrk["download_s3"]["mb_per_s"]
-                                    / wrk["download_api"]["mb_per_s"], 2),
-    }
-    n, large = results["photos"], results["large_photos"]
-    targets = [
-        {"what": "full sync vs rclone copy (time)", "value": ratios["full_vs_rclone"],
-         "target": f"<= {TARGETS['full_vs_rclone']}x",
-         "met": ratios["full_vs_rclone"] <= TARGETS["full_vs_rclone"]},
-        {"what": "  the same, bytes from presigned S3 URLs (bypassing the API)",
-         "value": ratios["presigned_vs_rclone"], "target": f"<= {TARGETS['full_vs_rclone']}x",
-         "met": ratios["presigned_vs_rclone"] <= TARGETS["full_vs_rclone"]},
-        {"what": "original plan vs full sync (time, scaled)", "value": ratios["baseline_vs_full"],
-         "target": f">= {TARGETS['full_vs_baseline']:.0f}x faster",
-         "met": ratios["baseline_vs_full"] >= TARGETS["full_vs_baseline"]},
-        {"what": "  the same, presigned full sync", "value": ratios["baseline_vs_presigned"],
-         "target": f">= {TARGETS['full_vs_baseline']:.0f}x faster",
-         "met": ratios["baseline_vs_presigned"] >= TARGETS["full_vs_baseline"]},
-        {"what": "no-change incremental vs full sync", "value": ratios["incr_vs_full"],
-         "target": f"<= {TARGETS['incr_vs_full']:.0%}",
-         "met": ratios["incr_vs_full"] <= TARGETS["incr_vs_full"]},
-        {"what": "  the same, in-run time only (summary `duration`, no process start)",
-         "value": ratios["incr_vs_full_in_run"], "target": f"<= {TARGETS['incr_vs_full']:.0%}",
-         "met": ratios["incr_vs_full_in_run"] <= TARGETS["incr_vs_full"]},
-        {"what": f"no-change incremental, {large} vs {n} photos",
-         "value": ratios["incr_large_vs_small"], "target": f"<= {TARGETS['incr_large_vs_small']}x",
-         "met": ratios["incr_large_vs_small"] <= TARGETS["incr_large_vs_small"]},
-        {"what": f"agent peak RSS, full sync of {n} photos (MB)",
-         "value": m["full_sync"]["peak_rss_mb"], "target": f"<= {TARGETS['rss_mb']:.0f} MB",
-         "met": m["full_sync"]["peak_rss_mb"] <= TARGETS["rss_mb"]},
-        {"what": f"agent peak RSS, full sync of {large} photos (MB)",
-         "value": m["full_sync_large"]["peak_rss_mb"], "target": f"<= {TARGETS['rss_mb']:.0f} MB",
-         "met": m["full_sync_large"]["peak_rss_mb"] <= TARGETS["rss_mb"]},
-        {"what": "direct S3 vs HO API download throughput (wrk)",
-         "value": ratios["s3_vs_api_download"], "target": f"<= {TARGETS['download_vs_s3']}x",
-         "met": ratios["s3_vs_api_download"] <= TARGETS["download_vs_s3"]},
-    ]
-    return ratios, targets
-
-
 def main(argv: list[str] | None = None) -> int:
+    """`bench/run.py`: run the bench, write the JSON and plot, regenerate RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1000, help="photo set size (default 1000)")
@@ -652,16 +621,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results",
                         help="folder for photos-N.json and photos-N.png")
     parser.add_argument("--no-results-md", action="store_true",
-                        help="do not refresh the generated block of bench/RESULTS.md")
-    parser.add_argument("--no-install", action="store_true",
-                        help="fail instead of installing missing rclone/wrk/matplotlib")
+                        help="do not regenerate bench/RESULTS.md (only done when --out is "
+                             "bench/results)")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args(argv)
     if args.baseline_reps is None:
         args.baseline_reps = args.reps
     if args.photos < 2 or args.reps < 1:
         parser.error("--photos must be at least 2 and --reps at least 1")
-    ensure_tools(install=not args.no_install)
+    ensure_tools()
 
     bench = Bench(args)
     try:
@@ -672,13 +640,16 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / f"photos-{args.photos}.json"
     json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"wrote {json_path}")
-    import report
     png = report.plot(results, args.out / f"photos-{args.photos}.png")
     if png:
         log(f"wrote {png}")
-    if not args.no_results_md:
-        md = report.refresh_results_md(BENCH / "RESULTS.md", args.out)
-        log(f"refreshed {md}")
+    if args.no_results_md:
+        pass
+    elif args.out.resolve() == report.RESULTS_DIR:
+        log(f"regenerated {report.write_results_md()}")
+    else:
+        # RESULTS.md is made from bench/results only: a run elsewhere must not rewrite it.
+        log(f"bench/RESULTS.md left alone: {args.out} is not bench/results")
     print(report.table(results))
     return 0
 

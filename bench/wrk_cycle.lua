@@ -23,9 +23,9 @@ end
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    'WRK_JSON {"requests": %d, "bytes": %d, "duration_us": %d, "errors": {"connect": %d, ' ..
+    'WRK_JSON {"requests": %d, "bytes": %d, "errors": {"connect": %d, ' ..
     '"read": %d, "write": %d, "status": %d, "timeout": %d}, "latency_mean_us": %.1f, ' ..
     '"latency_p50_us": %d, "latency_p99_us": %d}\n',
-    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status,
+    summary.requests, summary.bytes, e.connect, e.read, e.write, e.status,
     e.timeout, latency.mean, latency:percentile(50), latency:percentile(99)))
 end

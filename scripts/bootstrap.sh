@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what photo-sync needs on this machine: Debian packages when missing,
-# and the project venv (.venv) with the package and its test/fleet tools.
+# Install what photo-sync needs on this machine: Debian packages when missing (PostgreSQL,
+# procps, and the bench's peers rclone and wrk), and the project venv (.venv) with the
+# package and its test/fleet tools.
 # Usage: scripts/bootstrap.sh [python-extras]   (default: test,fleet)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,9 @@ extras="${1:-test,fleet}"
 need_apt=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v pgrep >/dev/null || need_apt+=(procps)
+# The peers `make bench` times photo-sync against (tests/test_bench.py runs them too).
+command -v rclone >/dev/null || need_apt+=(rclone)
+command -v wrk >/dev/null || need_apt+=(wrk)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,10 +1,11 @@
-"""The benchmark code itself, on a tiny set: the loaders write the right bytes, and the
-harness's result JSON carries every measurement. No timing assertions."""
+"""The benchmark code itself, on a tiny set: the loaders write the right bytes, the harness's
+result JSON carries every measurement on one boundary (the whole process), and RESULTS.md is
+exactly what bench/report.py makes of the committed JSON. No timing assertions."""
 
 from __future__ import annotations
 
 import json
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 from conftest import assert_edge_matches_ho
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
+RESULTS = BENCH / "results"
 sys.path.insert(0, str(BENCH))
 
 import baseline  # noqa: E402
 import practical  # noqa: E402
+import report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,37 +59,127 @@ def test_practical_loader_copies_every_photo_with_the_right_bytes(ho, make_edge,
     assert_edge_matches_ho(edge, ho)
 
 
-@pytest.mark.skipif(not (shutil.which("rclone") and shutil.which("wrk")),
-                    reason="rclone and wrk are not installed (make bench installs them)")
-def test_harness_result_has_every_measurement(tmp_path):
+def _keys(value) -> set[str]:
+    """Every key anywhere in a JSON document."""
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+# No skip when rclone or wrk is missing: scripts/bootstrap.sh installs them, and a missing
+# peer makes run.py stop with that advice, which this test then shows.
+def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
+    results_md = (BENCH / "RESULTS.md").read_text()
     out = tmp_path / "results"
     run = subprocess.run(
         [sys.executable, str(BENCH / "run.py"), "--photos", "4", "--large-photos", "8",
-         "--reps", "1", "--baseline-photos", "2", "--wrk-seconds", "1", "--out", str(out),
-         "--no-results-md", "--no-install"],
-        capture_output=True, text=True, timeout=240)
+         "--reps", "1", "--baseline-photos", "2", "--wrk-seconds", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # A run outside bench/results leaves the committed page alone.
+    assert (BENCH / "RESULTS.md").read_text() == results_md
     result = json.loads((out / "photos-4.json").read_text())
+    assert result["schema"] == report.SCHEMA and result["statistic"] == "median"
+    assert result["boundary"].startswith("whole process")
+    # One boundary: nothing timed from inside a process reaches the results.
+    assert not {"inner_seconds", "duration", "duration_us"} & _keys(result)
     m = result["measurements"]
     assert set(m) == {"full_sync", "full_sync_presigned", "incremental_nochange", "rclone",
                       "practical", "baseline",
                       "wrk", "incremental_1pct", "full_sync_large", "incremental_nochange_large"}
     for name, series in m.items():
         if name != "wrk":
-            assert series["median_seconds"] > 0 and series["runs"], name
+            assert series["median_seconds"] > 0 and series["run_count"] == len(series["runs"])
             assert series["peak_rss_mb"] > 0, name
+    assert m["incremental_nochange"]["run_count"] == 3
     assert m["full_sync"]["runs"][0]["summary"]["downloaded"] == 4
+    # The plain series goes through the API; the presigned one takes every byte from S3.
+    assert m["full_sync"]["runs"][0]["api_downloads"] >= 4
+    assert m["full_sync_presigned"]["runs"][0]["summary"]["downloaded"] == 4
+    assert m["full_sync_presigned"]["runs"][0]["api_downloads"] == 0
+    assert "PHOTO_SYNC_EDGE_PRESIGNED_ORIGIN" in result["commands"]["pull_full_presigned"]
     assert m["incremental_nochange"]["runs"][0]["summary"]["downloaded"] == 0
     assert m["incremental_1pct"]["runs"][0]["summary"]["downloaded"] == 1
     assert m["full_sync_large"]["runs"][0]["summary"]["downloaded"] == 8
     assert m["rclone"]["runs"][0]["files"] == 4
     assert m["practical"]["runs"][0]["synced"] == 4
-    assert m["baseline"]["photos_measured"] == 2 and m["baseline"]["scaled_seconds"] > 0
+    # The original plan's per-photo time is its whole process's time over its photos.
+    b = m["baseline"]
+    assert b["photos_measured"] == 2 and b["runs"][0]["synced"] == 2
+    assert abs(b["per_photo_seconds"] * 2 - b["runs"][0]["seconds"]) < 1e-4
+    assert b["scaled_seconds"] == round(b["per_photo_seconds"] * 4, 2)
+    assert "--delay" in result["commands"]["baseline"]
     for name in ("list", "download_api", "download_s3"):
-        assert m["wrk"][name]["requests"] > 0 and m["wrk"][name]["errors"]["status"] == 0
-    assert len(result["targets"]) == 10 and all("met" in t for t in result["targets"])
+        w = m["wrk"][name]
+        assert w["requests"] > 0 and w["errors"]["status"] == 0
+        assert w["req_per_s"] == round(w["requests"] / w["seconds"], 1)
+    ratios, targets = report.evaluate(result)
+    assert result["targets"] == targets and len(targets) == 9
+    assert all(t["value"] is not None and t["met"] in (True, False) for t in targets)
     assert {"full_vs_rclone", "baseline_vs_full", "incr_vs_full", "incr_large_vs_small",
             "s3_vs_api_download"} <= set(result["ratios"])
     assert result["machine"]["cores"] and result["commands"]["pull_full"]
     assert "rclone copy --transfers 8" in result["commands"]["rclone"]
     assert (out / "photos-4.png").exists()
+    page = report.render(out)
+    assert report.NOT_RECORDED not in page
+    assert "| incremental, nothing changed (4 photos) | 3 |" in page
+
+
+def test_results_md_is_exactly_what_the_committed_json_makes():
+    # RESULTS.md is generated: prose and table cannot contradict each other or the JSON.
+    assert list(RESULTS.glob("photos-*.json")), "no committed results"
+    assert (BENCH / "RESULTS.md").read_text() == report.render(RESULTS), (
+        "bench/RESULTS.md is not what bench/report.py makes of bench/results/*.json: "
+        "run `python bench/report.py` (never edit RESULTS.md by hand)")
+
+
+def test_results_md_check_mode_agrees():
+    run = subprocess.run([sys.executable, str(BENCH / "report.py"), "--check"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("text", [report.HEADER, report._SCHEMA1_NOTE])
+def test_fixed_text_makes_no_numeric_claim(text):
+    # Every number on the page comes from the JSON; the fixed words only explain.
+    words = re.sub(r"\bS3\b|\bMD5\b|results schema 1\b", "", text)
+    assert not re.findall(r"\d", words), re.findall(r".{20}\d.{20}", words)
+
+
+def test_every_row_says_how_many_runs_its_median_is_of():
+    for results in report.load_results(RESULTS):
+        m, n = results["measurements"], results["photos"]
+        section = report.table(results)
+        assert "| runs | time (s), median |" in section
+        runs = {line.split(" | ")[0][2:]: line.split(" | ")[1]
+                for line in section.splitlines() if line.startswith("| ")}
+        expected = {
+            "photo-sync full sync (`pull --mode full`)": m["full_sync"],
+            "rclone copy (S3 -> local disk)": m["rclone"],
+            f"incremental, nothing changed ({n} photos)": m["incremental_nochange"],
+            f"original plan scaled to {n} photos (median time per photo x {n})": m["baseline"],
+        }
+        for name, series in expected.items():
+            assert runs[name] == str(len(series["runs"])), name
+        assert runs["API download (cycling all photo ids)"] == "1"
+
+
+def test_a_time_taken_inside_a_process_is_never_shown():
+    results = json.loads(next(RESULTS.glob("photos-*.json")).read_text())
+    old = {**results, "schema": 1}
+    practical_seconds = old["measurements"]["practical"]["median_seconds"]
+    rows = {line.split(" | ")[0]: line for line in report.table(old).splitlines()}
+    practical_row = rows["| practical limit: parallel S3 GETs + binary COPY, no API"]
+    assert f"| {report.NOT_RECORDED} |" in practical_row
+    assert f"| {report._s(practical_seconds)} |" not in practical_row
+    baseline_row = next(v for k, v in rows.items() if "photos measured" in k)
+    assert f"| {report.NOT_RECORDED} |" in baseline_row
+    ratios, targets = report.evaluate(old)
+    assert ratios["full_vs_practical"] is None and ratios["s3_vs_api_download"] is None
+    assert next(t for t in targets if "wrk" in t["what"])["met"] is None
+    # The same figures on the one boundary (schema 2) are shown.
+    new = {**results, "schema": report.SCHEMA}
+    assert report.evaluate(new)[0]["full_vs_practical"] is not None
