@@ -444,12 +444,18 @@ def _verify(sums: Checksums, md5: str, sha256: str | None, source: str) -> None:
                                 f"{source} says {sha256[:16]}...")
 
 
-_TLS_REASON = re.compile(r"certificate verify failed: ([^'\"(]+)")
+_TLS_REASON = re.compile(r"certificate verify failed: ([^'\"(]+)|(hostname [^'\"(]+)")
 
 
-def _tls_reason(exc: Exception) -> str:
+def _tls_reason(exc: Exception) -> str | None:
+    """What failed in verifying a peer's certificate, or None when the TLS error is not
+    about the certificate (a connection reset mid-handshake, ...)."""
     match = _TLS_REASON.search(str(exc))
-    return f"certificate verify failed: {match.group(1).strip()}" if match else "TLS failed"
+    if match is None:
+        return None
+    if match.group(1):
+        return f"certificate verify failed: {match.group(1).strip()}"
+    return match.group(2).strip()
 
 
 class HOClient:
@@ -541,19 +547,20 @@ class HOClient:
         delay = min(self.max_backoff, self.backoff * 2 ** attempt)
         time.sleep(delay * (0.5 + random.random() / 2))
 
-    def _call(self, method: str, path: str, *, seconds: float, read, late,
+    def _call(self, method: str, path: str, *, seconds: float, read,
               authenticated: bool = True, **kwargs):
         """One API call with the retry policy (connection errors, 5xx and 429 are retried;
-        a 401 renews the token once). Each attempt runs under its own deadline of `seconds`;
-        the answer that is not retried goes to `read(response, watch)` within that
-        deadline, and its result is returned. `late(watch, received)` makes the exception
-        for an attempt cut at its deadline (not retried: it had its full time)."""
+        a 401 renews the token once). Each attempt runs under its own deadline: its headers
+        within TIMEOUT (else it counts as a timeout, and is retried), all of it within
+        `seconds`; the answer that is not retried goes to `read(response, watch)` within
+        that deadline, and its result is returned."""
         url = self.api + path
         renewed = False
         attempt = 0
         throttled = 0
+        extra_headers = kwargs.pop("headers", None) or {}
         while True:
-            headers = dict(kwargs.pop("headers", None) or {})
+            headers = dict(extra_headers)
             if authenticated:
                 auth = self._auth_header()
                 headers.update(auth)
@@ -562,22 +569,28 @@ class HOClient:
                     response = self.session.request(
                         method, url, headers=headers, stream=True, timeout=self.timeout,
                         verify=self.verify, allow_redirects=False, **kwargs)
+                    if watch.expired:
+                        # Cut mid-headers: http.client takes the EOF for their end.
+                        response.close()
+                        raise requests.Timeout("no complete headers within the deadline")
                     watch.answered()
-                except requests.exceptions.SSLError as exc:
-                    if watch.past():
-                        raise late(watch, 0) from None
-                    # Not retried: a certificate does not fix itself between tries.
-                    raise HOUnreachable(
-                        f"cannot reach HO API at {self.base_url} over TLS ({_tls_reason(exc)}): "
-                        "set PHOTO_SYNC_EDGE_CA_BUNDLE to the PEM file of the CA that signed "
-                        "HO's certificate, and check that PHOTO_SYNC_EDGE_HO_URL names the host "
-                        "the certificate is for") from None
                 except (requests.ConnectionError, requests.Timeout) as exc:
-                    if watch.past():
-                        raise late(watch, 0) from None
+                    slow = watch.past() or isinstance(exc, requests.Timeout)
+                    tls = (_tls_reason(exc) if isinstance(exc, requests.exceptions.SSLError)
+                           and not slow else None)
+                    if tls:
+                        # Not retried: a certificate does not fix itself between tries.
+                        raise HOUnreachable(
+                            f"cannot reach HO API at {self.base_url} over TLS "
+                            f"({tls}): set PHOTO_SYNC_EDGE_CA_BUNDLE to the PEM "
+                            "file of the CA that signed HO's certificate, and check that "
+                            "PHOTO_SYNC_EDGE_HO_URL names the host the certificate is for"
+                            ) from None
                     if attempt >= self.retries:
+                        reason = (f"no answer within PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s"
+                                  if slow else type(exc).__name__)
                         raise HOUnreachable(f"cannot reach HO API at {self.base_url} "
-                                            f"({type(exc).__name__}) after {attempt + 1} tries: "
+                                            f"({reason}) after {attempt + 1} tries: "
                                             "check PHOTO_SYNC_EDGE_HO_URL and the WAN link"
                                             ) from None
                     self._sleep_backoff(attempt)
@@ -654,7 +667,7 @@ class HOClient:
         for attempt in range(self.retries + 1):
             try:
                 return self._call(method, path, seconds=self.timeout_s + cap / self.min_rate,
-                                  read=read, late=late, **kwargs)
+                                  read=read, **kwargs)
             except BROKEN_BODY as exc:
                 # The answer broke off after its headers: ask again.
                 if attempt >= self.retries:
@@ -787,13 +800,10 @@ class HOClient:
             data, sums = self._read_photo(response, watch, photo, limit, "HO")
             return response.headers, data, sums
 
-        def late(watch, received):
-            return self._late(photo, watch, received, "HO")
-
         for attempt in range(self.retries + 1):
             try:
                 headers, data, sums = self._call(
-                    "GET", f"/sync/product-photos/{photo_id}/download/", read=read, late=late,
+                    "GET", f"/sync/product-photos/{photo_id}/download/", read=read,
                     seconds=self.deadline(photo), params={"store_id": self.store_id})
             except HOUnreachable as exc:
                 if exc.status is not None and exc.status >= 500:
@@ -848,6 +858,9 @@ class HOClient:
                 try:
                     response = self.session.get(url, stream=True, timeout=self.timeout,
                                                 verify=self.verify, allow_redirects=False)
+                    if watch.expired:
+                        raise PhotoUnavailable("presigned GET: no complete headers within "
+                                               f"PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s")
                     watch.answered()
                     if 300 <= response.status_code < 400:
                         raise PhotoUnavailable(f"presigned GET answered {response.status_code} "
@@ -856,10 +869,9 @@ class HOClient:
                         raise PhotoUnavailable(f"presigned GET answered {response.status_code}")
                     data, sums = self._read_photo(response, watch, photo, limit, "S3")
                 except requests.exceptions.SSLError as exc:
-                    raise PhotoUnavailable(f"presigned GET failed ({_tls_reason(exc)})") from None
-                except BROKEN_BODY as exc:
-                    if watch.past():
-                        raise self._late(photo, watch, 0, "S3") from None
+                    raise PhotoUnavailable(f"presigned GET failed "
+                                           f"({_tls_reason(exc) or 'TLS error'})") from None
+                except BROKEN_BODY as exc:  # the body's own breaks end in _read_photo
                     raise PhotoUnavailable(f"presigned GET failed ({type(exc).__name__})"
                                            ) from None
                 finally:
