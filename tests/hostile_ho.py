@@ -5,6 +5,7 @@ reports) to be believed, then misbehaving per photo or per page as a test asks:
 - photo behaviours: `ok`, `endless` (a chunked body that runs on far past the listed
   size, generated, never held), `long_cl` (a Content-Length far above the listed size),
   `gzip_bomb` (Content-Encoding gzip: a few KB that inflate to GBs, generated on the fly),
+  `gzip` (the right bytes, gzipped), `brotli` (labelled `br`, which the agent refuses),
   `trickle` (the right bytes at TRICKLE_RATE bytes/s), `redirect` (its presigned URL
   answers 302 to `redirect_to`; the API serves it);
 - page behaviours: `ok`, `huge` (a page body streamed on and on), `trickle` (the page's
@@ -232,6 +233,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+        elif how == "gzip":  # honest, but encoded although the agent asked for identity
+            packed = _gzip(data)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+        elif how == "brotli":  # an encoding the agent does not decode (bytes are not br)
+            self.send_header("Content-Encoding", "br")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif how == "endless":
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -279,6 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(data[offset:offset + step])
             self.wfile.flush()
             time.sleep(0.25)
+
+
+def _gzip(data: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return packer.compress(data) + packer.flush()
 
 
 def _gzip_of_zeros(gigabytes: int):

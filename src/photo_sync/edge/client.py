@@ -647,10 +647,10 @@ class HOClient:
                     raise late(watch, cut.received) from None
                 if cut.kind == "large":
                     raise self._json_too_large(what, cap, None) from None
-                raise HOUnreachable(f"HO API at {self.base_url} sent {what} with "
-                                    f"Content-Encoding {cut.detail or _encoding(response)!r}, "
-                                    "which the agent does not read (it asks for identity)"
-                                    ) from None
+                why = cut.detail or (f"Content-Encoding {_encoding(response)!r}; the agent "
+                                     "asks for identity")
+                raise HOUnreachable(f"HO API at {self.base_url} sent {what} the agent cannot "
+                                    f"read ({why})") from None
             try:
                 return 200, json.loads(body)
             except ValueError:
@@ -678,10 +678,11 @@ class HOClient:
         raise AssertionError("unreachable")
 
     def _json_too_large(self, what: str, cap: int, length: int | None) -> HOUnreachable:
-        size = f"{length} bytes" if length is not None else "more bytes"
-        return HOUnreachable(f"HO API at {self.base_url} sent {what} of {size} than the "
-                             f"{cap} bytes the agent reads for it: not read (is "
-                             "PHOTO_SYNC_EDGE_HO_URL the HO sync API?)")
+        size = f"{length} bytes, more than" if length is not None else "more than"
+        done = "not read" if length is not None else "cut off"
+        return HOUnreachable(f"HO API at {self.base_url} sent {what} of {size} the {cap} "
+                             f"bytes the agent reads for it: {done} (is PHOTO_SYNC_EDGE_HO_URL "
+                             "the HO sync API?)")
 
     # API --------------------------------------------------------------------------------
 
