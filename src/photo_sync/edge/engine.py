@@ -21,7 +21,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
 from photo_sync.edge import metrics
-from photo_sync.edge.client import Download, HOClient, PhotoUnavailable, VerificationError
+from photo_sync.edge.client import (Download, HOClient, PhotoRejected, PhotoUnavailable,
+                                    VerificationError)
 from photo_sync.errors import DeleteRefused, HOError, HOUnreachable
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore, _ts
@@ -266,6 +267,9 @@ class SyncRun:
                     continue
                 except VerificationError as exc:
                     self._fail(photo, f"checksum verification failed: {exc}")
+                    continue
+                except PhotoRejected as exc:  # too large, too slow: this photo fails alone
+                    self._fail(photo, str(exc))
                     continue
                 except PhotoUnavailable as exc:
                     # One photo HO cannot deliver fails alone; many in a row mean HO is down.
