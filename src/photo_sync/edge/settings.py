@@ -25,6 +25,7 @@ class EdgeSettings:
     page_size: int = 500
     table: str = "product_photo"
     presigned: bool = True  # fetch bytes from S3 when HO offers presigned URLs
+    lock_timeout: float = 15.0  # seconds a statement waits for a row lock held elsewhere
 
     def __repr__(self) -> str:  # keeps the secret and the DB URL out of logs
         return (f"EdgeSettings(ho_url={self.ho_url!r}, store_id={self.store_id!r}, "
@@ -60,4 +61,5 @@ class EdgeSettings:
             page_size=s.get_int("PAGE_SIZE", 500, minimum=1),
             table=s.get("TABLE", "product_photo"),
             presigned=s.get_bool("PRESIGNED", True),
+            lock_timeout=s.get_float("LOCK_TIMEOUT", 15.0, minimum=0.1),
         )
