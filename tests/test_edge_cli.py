@@ -40,7 +40,7 @@ def test_config_file_and_environment(ho, make_edge, tmp_path):
     ({"PHOTO_SYNC_EDGE_CONCURRENCY": "many"}, "is not a whole number"),
     ({"PHOTO_SYNC_EDGE_MAX_DELETE_FRACTION": "2"}, "outside"),
     ({"PHOTO_SYNC_EDGE_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"},
-     "cannot use the store database"),
+     "check PHOTO_SYNC_EDGE_DATABASE_URL"),
 ], ids=["no-store-id", "store-id-not-uuid", "ho-url-no-scheme", "concurrency-text",
         "fraction-above-1", "db-down"])
 def test_bad_configuration_exits_2_with_a_clear_message(ho, make_edge, env, message):
@@ -98,14 +98,34 @@ def test_status_metrics_and_reset_without_redownload(ho, make_edge, tmp_path):
     assert_edge_matches_ho(edge, ho)
 
 
-def test_dry_run_writes_nothing(ho, make_edge):
+def test_dry_run_counts_what_the_real_run_does_and_writes_nothing(ho, make_edge):
+    """A dry run is the real run rolled back: the same counters (listed sizes as bytes),
+    `changed` from them, ids on request, and nothing left in the store."""
     edge = make_edge(ho)
-    result, summary = edge.pull("full", "--dry-run")
-    assert result.returncode == 0
-    assert len(summary["plan"]["download"]) == 30 and summary["downloaded"] == 0
+    with ho.catalog() as conn:
+        listed_bytes = conn.execute("SELECT sum(size) AS n FROM product_photo "
+                                    "WHERE deleted_at IS NULL").fetchone()["n"]
+    result, dry = edge.pull("full", "--dry-run", "--list-ids")
+    assert result.returncode == 0, result.stderr
+    assert "plan" not in dry
+    assert dry["dry_run"] is True and dry["changed"] is True and dry["status"] == "ok"
+    assert (dry["listed"], dry["downloaded"], dry["bytes"]) == (30, 30, listed_bytes), dry
+    assert len(set(dry["ids"]["download"])) == 30 and dry["ids"]["delete"] == []
     assert edge.photos() == {}
     status = json.loads(edge.cli("status", "--json").stdout)
     assert status["last_runs"] == [] and status["cursor"] is None
+    assert status["pending_reports"] == 0
+    plain = edge.cli("pull", "--mode", "full", "--dry-run")
+    assert plain.returncode == 0 and "would download 30" in plain.stdout, plain.stdout
+
+    result, real = edge.pull("full", "--list-ids")
+    assert result.returncode == 0, result.stderr
+    assert (real["downloaded"], real["bytes"], real["changed"]) == (30, listed_bytes, True)
+    assert sorted(real["ids"]["download"]) == sorted(dry["ids"]["download"])
+    result, again = edge.pull("full", "--dry-run")
+    assert result.returncode == 0
+    assert (again["changed"], again["downloaded"], again["unchanged"]) == (False, 0, 30), again
+    assert again["ids"] is None
 
 
 def test_bandwidth_cap_is_honoured(ho, make_edge):

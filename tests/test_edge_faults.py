@@ -247,15 +247,18 @@ def test_corrupted_download_keeps_old_bytes_reports_failure_and_recovers(ho_mut,
 # 4. Two runs at once ----------------------------------------------------------------------
 
 def test_second_concurrent_run_exits_3_and_first_finishes(ho, make_edge):
-    edge = make_edge(ho, **SLOW)
+    # ~20 s: two more agent processes start and end while it runs.
+    edge = make_edge(ho, **{**SLOW, "bandwidth_limit": 60_000})
     first = start_pull(edge, "full")
     try:
         wait_until(lambda: [r for r in runs(edge) if r[2] == "running"], 30,
                    "the first run holds the lock", first)
         second, summary = edge.pull("incremental")
+        # A dry run takes the lock like a real run: it must not count a store in flux.
+        dry = edge.cli("pull", "--mode", "full", "--dry-run")
         still_running = first.poll() is None
         statuses_meanwhile = [r[2] for r in runs(edge)]
-        out, err = first.communicate(timeout=60)
+        out, err = first.communicate(timeout=120)
     finally:
         if first.poll() is None:
             first.kill()
@@ -264,6 +267,8 @@ def test_second_concurrent_run_exits_3_and_first_finishes(ho, make_edge):
     assert second.returncode == 3, (second.stdout, second.stderr)
     assert "lock" in second.stderr and "another photo-sync run is in progress" in second.stderr
     assert summary is None and "Traceback" not in second.stderr
+    assert dry.returncode == 3, (dry.stdout, dry.stderr)
+    assert "another photo-sync run is in progress" in dry.stderr
     assert first.returncode == 0, (out, err)
     assert json.loads(out)["downloaded"] == SHARED_COUNT
     # The refused run neither recorded itself nor marked the live run as crashed.
@@ -457,3 +462,32 @@ def test_full_sync_removal_reaches_ho(ho_mut, make_edge):
     assert summary["report_pending"] == 0
     at_ho = ho_status(ho, edge.store_id, gone)
     assert at_ho["status"] == "deleted", at_ho
+
+
+# 8. A row lock held by another session ends the run with an error, not a hang ------------
+
+def test_row_lock_held_elsewhere_fails_the_run_with_a_lock_timeout(ho, make_edge):
+    """Every agent session sets lock_timeout (PHOTO_SYNC_EDGE_LOCK_TIMEOUT, seconds): a run
+    that must write a row another session has locked gives up with exit 2 and says what
+    to do, then a run after the lock is gone finishes."""
+    edge = make_edge(ho, lock_timeout=1)
+    recover(edge, ho, "full")
+    # A status reset makes the next full run rewrite this row's metadata.
+    with edge.db() as conn:
+        locked = conn.execute("UPDATE product_photo SET sync_status = 'pending' WHERE id = "
+                              "(SELECT id FROM product_photo ORDER BY id LIMIT 1) RETURNING id"
+                              ).fetchone()[0]
+    import psycopg
+    with psycopg.connect(edge.database_url) as holder:
+        holder.execute("SELECT 1 FROM product_photo WHERE id = %s FOR UPDATE", (locked,))
+        result = edge.cli("pull", "--mode", "full", timeout=120)
+        holder.rollback()
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "another session holds a lock" in result.stderr
+    assert "PHOTO_SYNC_EDGE_LOCK_TIMEOUT" in result.stderr
+    assert "Traceback" not in result.stderr
+    last = runs(edge)[-1]
+    assert last[2] == "failed" and "holds a lock" in last[3], last
+    assert edge.photos()[str(locked)][2] == "pending", "nothing of the locked batch was written"
+    summary = recover(edge, ho, "full")
+    assert summary["updated"] == 1, summary

@@ -1,8 +1,9 @@
 """`photo-sync-edge`: the store's sync agent (run by systemd timers, or by hand).
 
 Exit codes: 0 done; 1 done with some photos failed (or deletions refused);
-2 bad usage or configuration; 3 another run holds the lock; 4 HO unreachable
-or refused.
+2 bad usage or configuration, or the store database failing (unreachable, or a
+lock held elsewhere for longer than PHOTO_SYNC_EDGE_LOCK_TIMEOUT); 3 another
+run holds the lock; 4 HO unreachable or refused.
 """
 
 from __future__ import annotations
@@ -14,18 +15,16 @@ import sys
 
 import psycopg
 
-from photo_sync.config import ConfigError
 from photo_sync.edge import schema
-from photo_sync.edge.client import HOError, HOUnreachable
 from photo_sync.edge.engine import run_sync
 from photo_sync.edge.reporter import deliver
 from photo_sync.edge.settings import EdgeSettings
-from photo_sync.edge.store import EdgeStore, LockHeld, SchemaMissing
-
-EXIT_OK, EXIT_PARTIAL, EXIT_CONFIG, EXIT_LOCKED, EXIT_HO = 0, 1, 2, 3, 4
+from photo_sync.edge.store import EdgeStore
+from photo_sync.errors import EXIT_OK, EXIT_PARTIAL, PhotoSyncError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `photo-sync-edge`."""
     parser = argparse.ArgumentParser(prog="photo-sync-edge", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="KEY=VALUE settings file (the environment wins)")
@@ -38,11 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", help="one sync run")
     pull.add_argument("--mode", choices=("full", "incremental"), default="incremental")
     pull.add_argument("--dry-run", action="store_true",
-                      help="show what would be downloaded and deleted; write nothing")
+                      help="the same run, rolled back at the end: counts what it would "
+                      "download, update and delete; writes nothing")
     pull.add_argument("--force-delete", action="store_true",
                       help="delete even above PHOTO_SYNC_EDGE_MAX_DELETE_FRACTION")
     pull.add_argument("--no-report", action="store_true",
                       help="leave status reports queued (deliver later with `report`)")
+    pull.add_argument("--list-ids", action="store_true",
+                      help="add the ids downloaded, updated and deleted to the summary")
     pull.add_argument("--json", action="store_true", help="print the run summary as JSON")
     rep = sub.add_parser("report", help="deliver pending status reports to HO")
     rep.add_argument("--json", action="store_true")
@@ -72,13 +74,11 @@ def _progress_printer():
 
 def _print_summary(summary) -> None:
     s = summary
-    verb = "would download" if s.dry_run else "downloaded"
-    print(f"{s.mode} sync {s.status}: listed {s.listed}, {verb} "
-          f"{len(s.plan['download']) if s.plan else s.downloaded} "
-          f"({(s.plan['bytes'] if s.plan else s.bytes) / 1e6:.1f} MB), updated "
-          f"{len(s.plan['update']) if s.plan else s.updated}, deleted "
-          f"{len(s.plan['delete']) if s.plan else s.deleted}, unchanged {s.unchanged}, "
-          f"failed {s.failed} in {s.duration:.1f}s")
+    would = "would be " if s.dry_run else ""
+    print(f"{s.mode} sync{' (dry run)' if s.dry_run else ''} {s.status}: listed {s.listed}, "
+          f"{'would download' if s.dry_run else 'downloaded'} {s.downloaded} "
+          f"({s.bytes / 1e6:.1f} MB), {would}updated {s.updated}, {would}deleted {s.deleted}, "
+          f"unchanged {s.unchanged}, failed {s.failed} in {s.duration:.1f}s")
     for failure in s.failures[:10]:
         print(f"  failed {failure['photo_id']}: {failure['error']}")
     if s.error:
@@ -88,6 +88,7 @@ def _print_summary(summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Carry out one parsed command; returns the exit code (errors propagate to main)."""
     if args.command == "schema":
         settings = EdgeSettings.load(args.config, need_ho=False)
         statements = schema.ensure(settings.database_url, settings.table,
@@ -103,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "status":
         settings = EdgeSettings.load(args.config, need_ho=False)
-        store = EdgeStore(settings.database_url, settings.table)
+        store = EdgeStore.from_settings(settings)
         try:
             store.check_schema()
             status = store.status()
+        except psycopg.Error as exc:
+            raise store.error(exc) from None
         finally:
             store.close()
         if args.json:
@@ -151,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     progress = _progress_printer()
     try:
         summary = run_sync(settings, args.mode, dry_run=args.dry_run,
-                           force_delete=args.force_delete, report=not args.no_report,
-                           progress=progress)
+                           force_delete=args.force_delete, list_ids=args.list_ids,
+                           report=not args.no_report, progress=progress)
     finally:
         if progress:
             print(file=sys.stderr)
@@ -164,25 +167,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `photo-sync-edge` entry point: exit code of the command, or of its error."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run(args)
-    except (ConfigError, SchemaMissing, schema.SchemaError) as exc:
+    except PhotoSyncError as exc:  # the one place an error becomes words and an exit code
         print(f"photo-sync-edge: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except psycopg.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        print(f"photo-sync-edge: cannot use the store database ({first}): check "
-              "PHOTO_SYNC_EDGE_DATABASE_URL and that PostgreSQL is running", file=sys.stderr)
-        return EXIT_CONFIG
-    except LockHeld as exc:
-        print(f"photo-sync-edge: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
-    except (HOUnreachable, HOError) as exc:
-        print(f"photo-sync-edge: {exc}", file=sys.stderr)
-        return EXIT_HO
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -1,13 +1,30 @@
 """One sync run: walk HO's change feed, download what the store lacks, write it.
 
 - `incremental` continues the feed from the stored cursor; `full` walks the
-  whole catalog and also removes photos HO no longer has (guarded by
-  `max_delete_fraction`). A store with no cursor yet runs a full walk.
-- Downloads run in parallel (bounded), are verified against MD5 and SHA-256
-  before anything is written, and are written in small transactions; the
-  cursor moves only in the transaction that commits the last photo of its page.
+  whole catalog and also removes photos HO no longer lists. A store with no
+  cursor yet runs a full walk.
+- Every feed item is checked by `protocol.parse_photo` before anything is
+  planned from it: an item that does not validate fails alone (counted, named
+  in the summary, reported to HO as `failed` when its id is a UUID), and the
+  cursor still moves past its page, so the next run does not stop on it again.
+- Downloads run in parallel, bounded in number and in bytes: the listed sizes
+  of the photos downloading or waiting to be written stay under
+  IN_FLIGHT_BYTES (a larger photo runs alone). They are verified against MD5
+  and SHA-256 before anything is written, and written in small transactions.
+- Deletions (tombstones in the feed and, after a complete walk, photos HO no
+  longer lists) are collected during the walk and applied at its end, in one
+  transaction with the last cursor, when the delete guard allows them
+  (`max_delete_fraction` of the photos held at run start, or `--force-delete`).
+  From the first page with a tombstone for a photo the store holds, the cursor
+  is not committed page by page: a refused or broken run deletes nothing and
+  loses no tombstone, and the next run reads those pages again (the photos it
+  wrote meanwhile are then unchanged).
 - Photos that fail keep their previous bytes, are marked `failed`, and are
   retried first on the next run from `photo_sync_retry`.
+- A dry run takes this same path; it counts the downloads it would make (their
+  listed sizes as `bytes`) instead of making them, and its store rolls the one
+  transaction back at the end instead of committing: the counters are what the
+  real run would report, and it refuses where the real run would.
 """
 
 from __future__ import annotations
@@ -17,21 +34,28 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 
+import psycopg
+
+from photo_sync import protocol
 from photo_sync.edge import metrics
 from photo_sync.edge.client import (Download, HOClient, PhotoRejected, PhotoUnavailable,
                                     VerificationError)
-from photo_sync.errors import DeleteRefused, HOError, HOUnreachable
 from photo_sync.edge.settings import EdgeSettings
-from photo_sync.edge.store import EdgeStore, _ts
+from photo_sync.edge.store import EdgeStore
+from photo_sync.errors import DeleteRefused, HOError, HOUnreachable, PhotoSyncError
 
 log = logging.getLogger(__name__)
 
 MODES = ("full", "incremental")
 WRITE_BATCH_PHOTOS = 64
 WRITE_BATCH_BYTES = 16 * 1024 * 1024
+# Listed bytes of the photos downloading or downloaded and not yet written: the
+# agent's peak memory follows this, not the number of downloads (issue 8).
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
 MAX_FAILURES_LISTED = 50
 # After this many presigned fetches fail (S3 not reachable from the store, clock skew),
 # the run stops trying them and takes every photo through the API.
@@ -42,6 +66,9 @@ META_FIELDS = ("product_id", "object_key", "filename", "size", "content_type", "
 
 @dataclass
 class RunSummary:
+    """What one run did, or in a dry run would do: counters, outcome, failures. `as_dict()`
+    is the JSON of `pull --json` and the module's result; `ids` is filled on request."""
+
     mode: str
     dry_run: bool = False
     status: str = "running"  # ok | partial | failed | refused
@@ -55,25 +82,21 @@ class RunSummary:
     duration: float = 0.0
     error: str | None = None
     failures: list[dict] = field(default_factory=list)
-    plan: dict | None = None
     reported: int = 0
     report_pending: int = 0
+    # {"download": [...], "update": [...], "delete": [...]} of photo ids (str), when asked.
+    ids: dict | None = None
 
     @property
     def changed(self) -> bool:
+        """True when the run wrote or deleted a photo (a dry run: would have)."""
         return bool(self.downloaded or self.updated or self.deleted)
 
     def as_dict(self) -> dict:
+        """The summary as JSON-ready data, `changed` included."""
         result = asdict(self)
         result["changed"] = self.changed
         return result
-
-
-def _norm(photo: dict) -> dict:
-    photo = dict(photo)
-    photo["id"] = uuid.UUID(str(photo["id"]))
-    photo["product_id"] = uuid.UUID(str(photo["product_id"])) if photo.get("product_id") else None
-    return photo
 
 
 def _same_metadata(held: dict, wanted: dict) -> bool:
@@ -83,15 +106,17 @@ def _same_metadata(held: dict, wanted: dict) -> bool:
     held_ts, wanted_ts = held.get("updated_at"), wanted.get("updated_at")
     if held_ts is None or wanted_ts is None:
         return held_ts == wanted_ts
-    wanted_ts = _ts(wanted_ts)
     if held_ts.tzinfo is None:  # a pre-existing table may use timestamp without time zone
         wanted_ts = wanted_ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return held_ts == wanted_ts
 
 
 class SyncRun:
+    """One sync run of one store (the order of its steps is in the module docstring)."""
+
     def __init__(self, settings: EdgeSettings, mode: str, *, dry_run: bool = False,
-                 force_delete: bool = False, progress=None, client: HOClient | None = None):
+                 force_delete: bool = False, list_ids: bool = False, progress=None,
+                 client: HOClient | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.settings = settings
@@ -99,13 +124,20 @@ class SyncRun:
         self.dry_run = dry_run
         self.force_delete = force_delete
         self.progress = progress
-        self.summary = RunSummary(mode=mode, dry_run=dry_run)
+        self.summary = RunSummary(mode=mode, dry_run=dry_run, ids=(
+            {"download": [], "update": [], "delete": []} if list_ids else None))
         self.client = client or HOClient.from_settings(settings)
         self.store: EdgeStore | None = None
         self._batch: list[tuple[dict, Download]] = []
         self._batch_bytes = 0
+        self._batch_listed = 0  # listed sizes of the batch (the in-flight budget counts these)
+        self._in_flight = 0  # listed sizes of the downloads submitted and not yet done
         self._seen_live: set[uuid.UUID] = set()
-        self._plan = {"download": [], "update": [], "delete": [], "bytes": 0}
+        self._tombstones: dict[uuid.UUID, int] = {}  # held photos HO deleted -> their version
+        self._hold_cursor = False
+        self._cursor: str | None = None  # the walk's newest cursor
+        self._would_download: set[uuid.UUID] = set()  # dry run: what it counted as downloaded
+        self._held_at_start = 0
         self._last_progress = 0.0
         self._walked_from_start = False
         self._unavailable_in_a_row = 0
@@ -115,27 +147,34 @@ class SyncRun:
     # The run --------------------------------------------------------------------------
 
     def execute(self) -> RunSummary:
+        """Run to the end; the summary says how it went. Raises a PhotoSyncError when the
+        run could not go on (HO unreachable, lock held, database failing)."""
         started = time.monotonic()
-        self.store = EdgeStore(self.settings.database_url, self.settings.table)
         run_id = None
         try:
-            self.store.check_schema()
-            if not self.dry_run:
+            self.store = EdgeStore.from_settings(self.settings, dry_run=self.dry_run)
+            try:
+                self.store.check_schema()
+                # A dry run takes the lock too: it must not report on a store a real run
+                # is changing under it, and it fails (exit 3) where a real run would.
                 self.store.acquire_run_lock()
-                run_id = self.store.start_run(self.mode)
-            self.client.authenticate()
-            with ThreadPoolExecutor(max_workers=self.settings.concurrency,
-                                    thread_name_prefix="download") as pool:
-                self._pool = pool
-                self._retry_failed()
-                self._walk()
-            if self.mode == "full" or self._walked_from_start:
-                self._remove_missing()
+                if not self.dry_run:
+                    run_id = self.store.start_run(self.mode)
+                self._held_at_start = self.store.count_photos()
+                self.client.authenticate()
+                with ThreadPoolExecutor(max_workers=self.settings.concurrency,
+                                        thread_name_prefix="download") as pool:
+                    self._pool = pool
+                    self._retry_failed()
+                    self._walk()
+                self._apply_deletions()
+            except psycopg.Error as exc:
+                raise self.store.error(exc) from None
             self.summary.status = "partial" if self.summary.failed else "ok"
         except DeleteRefused as exc:
             self.summary.status = "refused"
             self.summary.error = str(exc)
-        except HOUnreachable as exc:
+        except PhotoSyncError as exc:
             self.summary.status = "failed"
             self.summary.error = str(exc)
             raise
@@ -145,26 +184,24 @@ class SyncRun:
             raise
         finally:
             self.summary.duration = round(time.monotonic() - started, 3)
-            if self.dry_run:
-                self.summary.plan = {"download": [str(i) for i in self._plan["download"]],
-                                     "update": [str(i) for i in self._plan["update"]],
-                                     "delete": [str(i) for i in self._plan["delete"]],
-                                     "bytes": self._plan["bytes"]}
             self._finish(run_id)
         return self.summary
 
     def _finish(self, run_id: int | None) -> None:
         store = self.store
         try:
-            store.rollback()
-            if run_id is not None:
-                store.finish_run(run_id, {**asdict(self.summary)})
-                if self.settings.metrics_file:
-                    metrics.write(self.settings.metrics_file, self.summary, store.status())
+            if store is not None:
+                # A real run has committed all it means to; a dry run ends here.
+                store.rollback()
+                if run_id is not None:
+                    store.finish_run(run_id, {**asdict(self.summary)})
+                    if self.settings.metrics_file:
+                        metrics.write(self.settings.metrics_file, self.summary, store.status())
         except Exception:  # the summary matters more than the bookkeeping of a broken DB
             log.exception("could not record the run summary")
         finally:
-            store.close()
+            if store is not None:
+                store.close()
             self.client.close()
 
     # Feed -------------------------------------------------------------------------------
@@ -175,40 +212,70 @@ class SyncRun:
             log.info("retrying %d photos that failed before", len(entries))
             self._process(entries, cursor=None, from_retry=True)
 
+    def _list(self, cursor: str | None) -> dict:
+        """One feed page, its envelope checked: an envelope that does not validate stops the
+        run (nothing on it can be trusted), unlike an item that does not."""
+        limit = self.settings.page_size
+        try:
+            if cursor is None:
+                body = self.client.list_page(offset=0, limit=limit)
+            else:
+                body = self.client.list_page(cursor=cursor, limit=limit)
+        except ValueError:  # the body is not JSON
+            raise HOUnreachable(f"HO at {self.settings.ho_url} sent a photo list page that is "
+                                "not JSON: check HO's logs and what sits in front of it") from None
+        try:
+            return protocol.parse_page(body)
+        except protocol.InvalidPage as exc:
+            raise HOUnreachable(f"HO at {self.settings.ho_url} sent a photo list page that does "
+                                f"not validate ({exc}): check HO's version and logs") from None
+
     def _walk(self) -> None:
         cursor = self.store.get_cursor() if self.mode == "incremental" else None
         self._walked_from_start = cursor is None
         if cursor is None and self.mode == "incremental":
             log.info("no cursor stored yet: walking the whole feed")
-        page_size = self.settings.page_size
-        if cursor is None:
-            page = self.client.list_page(offset=0, limit=page_size)
-        else:
-            page = self.client.list_page(cursor=cursor, limit=page_size)
+        page = self._list(cursor)
         while True:
             next_cursor = page["next_cursor"]
             # Fetch the next page while this one downloads.
             upcoming: Future | None = None
             if page["has_more"]:
-                upcoming = self._pool.submit(self.client.list_page, cursor=next_cursor,
-                                             limit=page_size)
+                if next_cursor == cursor:
+                    raise HOUnreachable(f"HO at {self.settings.ho_url} says there is more, but "
+                                        "its feed does not move past the cursor: check HO")
+                upcoming = self._pool.submit(self._list, next_cursor)
             self.summary.listed += len(page["photos"])
-            self._process([_norm(p) for p in page["photos"]], cursor=next_cursor)
+            self._process(self._parse(page["photos"]), cursor=next_cursor)
             if upcoming is None:
                 break
+            cursor = next_cursor
             page = upcoming.result()
+
+    def _parse(self, items: list) -> list[dict]:
+        """The page's items that validate; each one that does not fails alone."""
+        photos = []
+        for item in items:
+            try:
+                photos.append(protocol.parse_photo(item))
+            except protocol.InvalidPhoto as exc:
+                self._invalid(exc)
+        return photos
 
     def _process(self, photos: list[dict], cursor: str | None, from_retry: bool = False) -> None:
         """Plan one page against what the store holds, then carry the plan out."""
-        deletions = [p for p in photos if p.get("deleted")]
-        live = [p for p in photos if not p.get("deleted")]
+        deletions = [p for p in photos if p["deleted"]]
+        live = [p for p in photos if not p["deleted"]]
         held = self.store.states([p["id"] for p in live]) if live else {}
         to_download, to_update = [], []
         for photo in live:
+            self._tombstones.pop(photo["id"], None)  # back at HO since its tombstone
             if not from_retry:
                 self._seen_live.add(photo["id"])
             row = held.get(photo["id"])
-            if row and row["has_bytes"] and row["checksum"] == photo["checksum"] and (
+            if photo["id"] in self._would_download:  # a dry run's retry entry, seen again
+                self.summary.unchanged += 1
+            elif row and row["has_bytes"] and row["checksum"] == photo["checksum"] and (
                     row["sync_status"] == "synced" or row["stored_md5"] == photo["checksum"]):
                 if row["sync_status"] == "synced" and _same_metadata(row, photo):
                     self.summary.unchanged += 1
@@ -216,82 +283,104 @@ class SyncRun:
                     to_update.append(photo)
             else:
                 to_download.append(photo)
-        for photo in deletions:
-            self._seen_live.discard(photo["id"])
-
-        if self.dry_run:
-            self._plan["download"] += [p["id"] for p in to_download]
-            self._plan["bytes"] += sum(p.get("size") or 0 for p in to_download)
-            self._plan["update"] += [p["id"] for p in to_update]
-            present = self.store.states([p["id"] for p in deletions]) if deletions else {}
-            self._plan["delete"] += [p["id"] for p in deletions if p["id"] in present]
-            return
-
         if deletions:
-            self.summary.deleted += self.store.delete_photos(
-                [p["id"] for p in deletions], {p["id"]: p.get("version") or 0 for p in deletions})
+            present = self.store.present([p["id"] for p in deletions]) | self._would_download
+            for photo in deletions:
+                self._seen_live.discard(photo["id"])
+                if photo["id"] in present:
+                    self._tombstones[photo["id"]] = photo["version"]
+                    if not self._hold_cursor:
+                        log.info("the feed deletes photos the store holds: the cursor moves "
+                                 "with the deletions at the end of the walk")
+                        self._hold_cursor = True
+
         if to_update:
             self.store.update_metadata(to_update)
             self.summary.updated += len(to_update)
-        self._download_all(to_download)
-        self._flush()
+            self._note_ids("update", to_update)
+        if self.dry_run:
+            for photo in to_download:
+                self._would_download.add(photo["id"])
+                self.summary.downloaded += 1
+                self.summary.bytes += photo["size"]
+            self._note_ids("download", to_download)
+        else:
+            self._download_all(to_download)
+            self._flush()
         if cursor is not None:
-            self.store.set_cursor(cursor)
+            self._cursor = cursor
+            if not self._hold_cursor:
+                self.store.set_cursor(cursor)
         self.store.commit()
         self._report_progress()
 
     def _download_all(self, photos: list[dict]) -> None:
         window = self.settings.concurrency * 2
         pending: dict[Future, dict] = {}
-        queue = iter(photos)
-        exhausted = False
-        while pending or not exhausted:
-            while not exhausted and len(pending) < window:
-                photo = next(queue, None)
-                if photo is None:
-                    exhausted = True
-                    break
-                pending[self._pool.submit(self._download_one, photo)] = photo
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                photo = pending.pop(future)
-                try:
-                    result = future.result()
-                except HOError as exc:
-                    if exc.status == 404 and exc.code == "not_found":
-                        # Deleted at HO since it was listed: its tombstone follows in the feed.
+        queue = deque(photos)
+        try:
+            while queue or pending:
+                while queue and len(pending) < window:
+                    size = queue[0]["size"]
+                    held = self._in_flight + self._batch_listed
+                    if (pending or self._batch) and held + size > IN_FLIGHT_BYTES:
+                        if pending:
+                            break  # wait for a download to end
+                        # Only the write batch holds the budget: write it out.
+                        self._flush()
+                        self.store.commit()
                         continue
-                    self._fail(photo, f"HO answered {exc.status} {exc.code}: {exc.detail}")
-                    continue
-                except VerificationError as exc:
-                    self._fail(photo, f"checksum verification failed: {exc}")
-                    continue
-                except PhotoRejected as exc:  # too large, too slow: this photo fails alone
-                    self._fail(photo, str(exc))
-                    continue
-                except PhotoUnavailable as exc:
-                    # One photo HO cannot deliver fails alone; many in a row mean HO is down.
-                    self._unavailable_in_a_row += 1
-                    if self._unavailable_in_a_row >= max(3, self.settings.concurrency):
-                        for other in pending:
-                            other.cancel()
-                        raise HOUnreachable(f"{exc} (and {self._unavailable_in_a_row - 1} "
-                                            "photos before it in a row)") from None
-                    self._fail(photo, str(exc))
-                    continue
-                except HOUnreachable:
-                    for other in pending:
-                        other.cancel()
-                    raise
-                self._unavailable_in_a_row = 0
-                self._batch.append((photo, result))
-                self._batch_bytes += len(result.data)
-                if len(self._batch) >= WRITE_BATCH_PHOTOS or self._batch_bytes >= WRITE_BATCH_BYTES:
-                    self._flush()
-                    self.store.commit()
-                self._report_progress()
+                    photo = queue.popleft()
+                    self._in_flight += size
+                    pending[self._pool.submit(self._download_one, photo)] = photo
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    photo = pending.pop(future)
+                    self._in_flight -= photo["size"]
+                    result = self._outcome(future, photo, pending)
+                    if result is None:
+                        continue
+                    self._batch.append((photo, result))
+                    self._batch_bytes += len(result.data)
+                    self._batch_listed += photo["size"]
+                    if (len(self._batch) >= WRITE_BATCH_PHOTOS
+                            or self._batch_bytes >= WRITE_BATCH_BYTES):
+                        self._flush()
+                        self.store.commit()
+                    self._report_progress()
+        except BaseException:
+            for other in pending:
+                other.cancel()
+            raise
+
+    def _outcome(self, future: Future, photo: dict, pending: dict) -> Download | None:
+        """The download, or None when the photo failed alone (and is marked so)."""
+        try:
+            result = future.result()
+        except HOError as exc:
+            if exc.status == 404 and exc.code == "not_found":
+                # Deleted at HO since it was listed: its tombstone follows in the feed.
+                return None
+            self._fail(photo, f"HO answered {exc.status} {exc.code}: {exc.detail}")
+            return None
+        except VerificationError as exc:
+            self._fail(photo, f"checksum verification failed: {exc}")
+            return None
+        except PhotoRejected as exc:  # too large, too slow, ...: the reason says which
+            self._fail(photo, str(exc))
+            return None
+        except PhotoUnavailable as exc:
+            # One photo HO cannot deliver fails alone; many in a row mean HO is down.
+            self._unavailable_in_a_row += 1
+            if self._unavailable_in_a_row >= max(3, self.settings.concurrency):
+                raise HOUnreachable(f"{exc} (and {self._unavailable_in_a_row - 1} "
+                                    "photos before it in a row)") from None
+            self._fail(photo, str(exc))
+            return None
+        self._unavailable_in_a_row = 0
+        return result
 
     def _download_one(self, photo: dict) -> Download:
         """Bytes straight from S3 when HO offered a presigned URL, else through the API."""
@@ -312,32 +401,70 @@ class SyncRun:
         self.store.write_photos(self._batch)
         self.summary.downloaded += len(self._batch)
         self.summary.bytes += self._batch_bytes
-        self._batch, self._batch_bytes = [], 0
+        self._note_ids("download", [p for p, _ in self._batch])
+        self._batch, self._batch_bytes, self._batch_listed = [], 0, 0
+
+    def _note_ids(self, kind: str, photos: list) -> None:
+        if self.summary.ids is not None:
+            self.summary.ids[kind] += [str(p["id"] if isinstance(p, dict) else p)
+                                       for p in photos]
 
     def _fail(self, photo: dict, error: str) -> None:
         log.warning("photo %s failed: %s", photo["id"], error)
         self.store.mark_failed(photo, error)
+        self._count_failure(str(photo["id"]), error)
+
+    def _invalid(self, exc: protocol.InvalidPhoto) -> None:
+        """A feed item that does not validate fails alone; when its id is a UUID the store
+        marks the photo failed (keeping its bytes) and HO hears of it."""
+        error = str(exc)
+        log.warning("%s", error)
+        if exc.photo_id is not None:
+            # Never delete a photo because HO described it badly.
+            self._seen_live.add(exc.photo_id)
+            self._tombstones.pop(exc.photo_id, None)
+            self.store.mark_invalid(exc.photo_id, exc.version, error)
+        self._count_failure(str(exc.photo_id) if exc.photo_id else exc.raw_id, error)
+
+    def _count_failure(self, photo_id: str, error: str) -> None:
         self.summary.failed += 1
         if len(self.summary.failures) < MAX_FAILURES_LISTED:
-            self.summary.failures.append({"photo_id": str(photo["id"]), "error": error})
+            self.summary.failures.append({"photo_id": photo_id, "error": error})
 
-    def _remove_missing(self) -> None:
-        """After a complete walk: photos the store has that HO no longer lists."""
-        stale = self.store.ids_not_in(self._seen_live)
-        if not stale:
-            return
-        if self.dry_run:
-            self._plan["delete"] += stale
-            return
-        total = self.store.count_photos()
-        fraction = len(stale) / total if total else 0.0
-        if fraction > self.settings.max_delete_fraction and not self.force_delete:
-            raise DeleteRefused(
-                f"refusing to delete {len(stale)} of {total} photos ({fraction:.0%}, above "
-                f"max_delete_fraction {self.settings.max_delete_fraction:.0%}) that HO no "
-                "longer lists: check HO's catalog, then rerun with --force-delete if intended")
-        self.summary.deleted += self.store.delete_photos(stale)
+    # Deletions ----------------------------------------------------------------------------
+
+    def _apply_deletions(self) -> None:
+        """The walk's deletions, guarded once for the whole run, then committed with the
+        last cursor; refused, nothing is deleted and the cursor stays where it was."""
+        doomed = dict(self._tombstones)
+        unlisted = 0
+        if self.mode == "full" or self._walked_from_start:
+            for photo_id in self.store.ids_not_in(self._seen_live):
+                if photo_id not in doomed:
+                    doomed[photo_id] = 0  # the store's own version goes into the report
+                    unlisted += 1
+        if doomed:
+            self._guard(len(doomed), len(doomed) - unlisted, unlisted)
+            gone = self.store.delete_photos(list(doomed), doomed)
+            self.summary.deleted += len(gone)
+            self._note_ids("delete", gone)
+        if self._hold_cursor and self._cursor is not None:
+            self.store.set_cursor(self._cursor)
         self.store.commit()
+
+    def _guard(self, count: int, tombstoned: int, unlisted: int) -> None:
+        total = self._held_at_start
+        fraction = count / total if total else 0.0
+        if fraction <= self.settings.max_delete_fraction or self.force_delete:
+            return
+        why = (" and ".join(part for part in (
+            f"HO deleted {tombstoned}" if tombstoned else "",
+            f"HO no longer lists {unlisted}" if unlisted else "") if part))
+        raise DeleteRefused(
+            f"refusing to delete {count} of {total} photos ({fraction:.0%}, above "
+            f"max_delete_fraction {self.settings.max_delete_fraction:.0%}; {why}): nothing "
+            "was deleted and the next run asks again; check HO's catalog, then rerun with "
+            "--force-delete if intended")
 
     def _report_progress(self) -> None:
         if self.progress is None:
@@ -349,10 +476,12 @@ class SyncRun:
 
 
 def run_sync(settings: EdgeSettings, mode: str, *, dry_run: bool = False,
-             force_delete: bool = False, report: bool = True, progress=None) -> RunSummary:
-    """One sync run (and, unless report=False, delivery of pending status reports)."""
+             force_delete: bool = False, list_ids: bool = False, report: bool = True,
+             progress=None) -> RunSummary:
+    """One sync run (and, unless report=False or a dry run, delivery of pending status
+    reports). `list_ids` fills `summary.ids`."""
     summary = SyncRun(settings, mode, dry_run=dry_run, force_delete=force_delete,
-                      progress=progress).execute()
+                      list_ids=list_ids, progress=progress).execute()
     if report and not dry_run:
         from photo_sync.edge.reporter import deliver
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+
 from photo_sync import protocol
 from photo_sync.edge.client import HOClient
 from photo_sync.edge.settings import EdgeSettings
@@ -14,17 +16,22 @@ BATCH = 500
 
 @dataclass
 class ReportResult:
+    """What a delivery did: reports delivered, reports still queued."""
+
     reported: int
     pending: int
 
     @property
     def changed(self) -> bool:
+        """True when a report was delivered."""
         return self.reported > 0
 
 
 def deliver(settings: EdgeSettings, dry_run: bool = False, client: HOClient | None = None
             ) -> ReportResult:
-    store = EdgeStore(settings.database_url, settings.table)
+    """Send the outbox to HO in batches, dropping each entry HO acknowledged; with dry_run
+    only count it."""
+    store = EdgeStore.from_settings(settings)
     own_client = client is None
     client = client or HOClient.from_settings(settings, pool_size=2)
     reported = 0
@@ -46,6 +53,8 @@ def deliver(settings: EdgeSettings, dry_run: bool = False, client: HOClient | No
             if len(rows) < batch_size:
                 break
         return ReportResult(reported, store.pending_report_count())
+    except psycopg.Error as exc:
+        raise store.error(exc) from None
     finally:
         store.close()
         if own_client:

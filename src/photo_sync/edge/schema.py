@@ -15,6 +15,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from photo_sync import db
+from photo_sync.errors import ConfigError, DatabaseUnavailable
+
 # (name, type and default) of every column the edge needs, in creation order.
 COLUMNS = [
     ("id", "uuid"),
@@ -76,8 +79,8 @@ AGENT_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
-class SchemaError(Exception):
-    pass
+class SchemaError(ConfigError):
+    """The migration cannot be planned as asked (bad table or role name, unknown state)."""
 
 
 def _rows(conn: psycopg.Connection, query: str, params=()) -> list[tuple]:
@@ -88,6 +91,7 @@ def _rows(conn: psycopg.Connection, query: str, params=()) -> list[tuple]:
 
 
 def check_identifier(name: str, what: str) -> str:
+    """`name` when it is a plain lower-case SQL identifier; SchemaError otherwise."""
     if not _IDENT.match(name or ""):
         raise SchemaError(f"{what} {name!r} is not a plain lower-case SQL identifier")
     return name
@@ -206,17 +210,26 @@ def apply(conn: psycopg.Connection, statements: list[str], commit: bool = True) 
 
 def ensure(database_url: str, table: str = "product_photo", state: str = "present",
            drop_data: bool = False, grant_to: str | None = None,
-           check_only: bool = False) -> list[str]:
-    """Plan and (unless check_only) apply; returns the statements. One call for CLI and module."""
-    with psycopg.connect(database_url, connect_timeout=10) as conn:
-        # Two migrations at once (a timer and a playbook) would race on the DDL.
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('photo_sync_schema'))")
-        statements = plan(conn, table, state, drop_data, grant_to)
-        if statements:
-            # Check mode runs the DDL too, then rolls back: it proves the DDL would work.
-            apply(conn, statements, commit=not check_only)
-        else:
-            conn.rollback()
+           check_only: bool = False, setting: str = "PHOTO_SYNC_EDGE_DATABASE_URL"
+           ) -> list[str]:
+    """Plan and (unless check_only) apply; returns the statements. One call for CLI and module.
+    A database failure is a DatabaseUnavailable naming `setting` (where the URL came from)."""
+    with db.connect(database_url, setting=setting) as conn:
+        try:
+            # Two migrations at once (a timer and a playbook) would race on the DDL.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('photo_sync_schema'))")
+            statements = plan(conn, table, state, drop_data, grant_to)
+            if statements:
+                # Check mode runs the DDL too, then rolls back: it proves the DDL would work.
+                apply(conn, statements, commit=not check_only)
+            else:
+                conn.rollback()
+        except psycopg.OperationalError as exc:
+            raise db.unavailable(exc, setting) from None
+        except psycopg.Error as exc:
+            raise DatabaseUnavailable(f"migrating table {table} failed, nothing was changed "
+                                      f"({db.first_line(exc)}): check the database role's "
+                                      "privileges, or run as the table's owner") from None
     return statements
 
 

@@ -42,6 +42,7 @@ class EdgeSettings:
     ca_bundle: str = ""  # PEM file of the CA that signed HO's certificate ("" = system CAs)
     allow_http: bool = False  # http:// to a host that is not loopback
     presigned_origin: str = ""  # scheme://host:port presigned URLs must point at
+    lock_timeout: float = 15.0  # seconds a statement waits for a row lock held elsewhere
 
     def __repr__(self) -> str:  # keeps the secret and the DB URL out of logs
         return (f"EdgeSettings(ho_url={self.ho_url!r}, store_id={self.store_id!r}, "
@@ -86,6 +87,7 @@ class EdgeSettings:
             ca_bundle=_ca_bundle(s.get("CA_BUNDLE", "")),
             allow_http=allow_http,
             presigned_origin=presigned_origin,
+            lock_timeout=s.get_float("LOCK_TIMEOUT", 15.0, minimum=0.1),
         )
 
 

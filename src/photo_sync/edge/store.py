@@ -5,12 +5,21 @@ parameters cost 3x the CPU and cap ingest near 40 MB/s here. A photo's row is
 written by one statement, so a failure anywhere keeps the previous good
 bytes; the outbox entry and the cursor commit in the same transaction as the
 rows they describe.
+
+Every session is opened by `photo_sync.db.connect`, so it carries
+`statement_timeout` and `lock_timeout`: a row lock held elsewhere ends the run
+with an error (`database_error`) instead of a hang.
+
+A dry run goes through the same statements: its store never commits, and the
+engine rolls the one transaction back at the end, so what a dry run counts is
+what the real run would do (later pages see the earlier pages' writes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 
@@ -18,26 +27,60 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from photo_sync import protocol
+from photo_sync import db, protocol
 from photo_sync.edge import schema
-from photo_sync.errors import LockHeld, SchemaMissing
+from photo_sync.errors import DatabaseUnavailable, LockHeld, SchemaMissing
 
 LOCK_KEY_SQL = "hashtext('photo_sync_edge_run')"
 CURSOR_KEY = "cursor"
 STALE_RUN_ERROR = "the run stopped without finishing (crash, kill or reboot)"
+SETTING = "PHOTO_SYNC_EDGE_DATABASE_URL"
+
+log = logging.getLogger(__name__)
 
 
-def _ts(value: str | None):
-    if not value:
-        return None
+def _ts(value):
+    """An aware datetime from a parsed feed item (already one) or ISO text."""
+    if not value or isinstance(value, dt.datetime):
+        return value or None
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+def database_error(exc: psycopg.Error, lock_timeout: float | None = None) -> DatabaseUnavailable:
+    """The one wording of a store database failure during a run (exit 2)."""
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        waited = f" for {lock_timeout:g}s" if lock_timeout else ""
+        return DatabaseUnavailable(
+            f"another session holds a lock on the store's photo tables; waited{waited} "
+            "(PHOTO_SYNC_EDGE_LOCK_TIMEOUT) and gave up, nothing of this batch was written: "
+            "find the session in pg_stat_activity / pg_locks, end it, and run again")
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return DatabaseUnavailable(
+            f"a statement on the store database ran into its time limit ({db.first_line(exc)})"
+            ": check the database's load and locks, then run again")
+    return db.unavailable(exc, SETTING)
+
+
 class EdgeStore:
-    def __init__(self, database_url: str, table: str = "product_photo"):
+    """The agent's view of the store's PostgreSQL: planning reads, photo writes, the run
+    lock, cursor, run history and outbox. `dry_run=True`: nothing is ever committed."""
+
+    @classmethod
+    def from_settings(cls, settings, *, dry_run: bool = False) -> "EdgeStore":
+        """The store an edge run uses, configured from its `EdgeSettings`."""
+        return cls(settings.database_url, settings.table, dry_run=dry_run,
+                   lock_timeout=getattr(settings, "lock_timeout", None))
+
+    def __init__(self, database_url: str, table: str = "product_photo", *,
+                 dry_run: bool = False, lock_timeout: float | None = None):
         schema.check_identifier(table, "table")
         self.table = table
-        self.conn = psycopg.connect(database_url, row_factory=dict_row, connect_timeout=10)
+        self.dry_run = dry_run
+        self.lock_timeout = lock_timeout
+        self._timeouts = ({"lock_timeout_ms": int(lock_timeout * 1000)}
+                          if lock_timeout else {})
+        self.conn = db.connect(database_url, setting=SETTING, row_factory=dict_row,
+                               **self._timeouts)
         self._lock_conn: psycopg.Connection | None = None
         self._database_url = database_url
         t = sql.Identifier(table).as_string(self.conn)
@@ -68,6 +111,10 @@ class EdgeStore:
             "ON CONFLICT (id) DO UPDATE SET sync_status = 'failed', "
             "sync_error = EXCLUDED.sync_error")
 
+    def error(self, exc: psycopg.Error) -> DatabaseUnavailable:
+        """`database_error` with this store's lock timeout."""
+        return database_error(exc, self.lock_timeout)
+
     def close(self) -> None:
         self.conn.close()
         if self._lock_conn is not None:
@@ -84,8 +131,8 @@ class EdgeStore:
 
     def acquire_run_lock(self) -> None:
         """One run at a time per database: a session lock held by a connection of its own."""
-        self._lock_conn = psycopg.connect(self._database_url, autocommit=True,
-                                          connect_timeout=10)
+        self._lock_conn = db.connect(self._database_url, setting=SETTING, autocommit=True,
+                                     **self._timeouts)
         got = self._lock_conn.execute(f"SELECT pg_try_advisory_lock({LOCK_KEY_SQL})").fetchone()[0]
         if not got:
             self._lock_conn.close()
@@ -105,19 +152,36 @@ class EdgeStore:
             "CASE WHEN sync_status IS DISTINCT FROM 'synced' AND image_binary IS NOT NULL "
             f"THEN md5(image_binary) END AS stored_md5 FROM {self._t} WHERE id = ANY(%s)",
             (ids,)).fetchall()
-        self.conn.commit()
+        self._end_read()
         return {row["id"]: row for row in rows}
 
     def count_photos(self) -> int:
+        """How many photos the store holds (the delete guard's denominator)."""
         n = self.conn.execute(f"SELECT count(*) AS n FROM {self._t}").fetchone()["n"]
-        self.conn.commit()
+        self._end_read()
         return n
 
+    def present(self, ids: list[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these photos the store holds."""
+        if not ids:
+            return set()
+        rows = self.conn.execute(f"SELECT id FROM {self._t} WHERE id = ANY(%s)",
+                                 (list(ids),)).fetchall()
+        self._end_read()
+        return {row["id"] for row in rows}
+
     def ids_not_in(self, keep: Iterable[uuid.UUID]) -> list[uuid.UUID]:
+        """Photos the store holds that are not in `keep` (a full walk's live ids)."""
         rows = self.conn.execute(f"SELECT id FROM {self._t} WHERE NOT (id = ANY(%s))",
                                  (list(keep),)).fetchall()
-        self.conn.commit()
+        self._end_read()
         return [row["id"] for row in rows]
+
+    def _end_read(self) -> None:
+        # A real run ends each read transaction at once (no snapshot held across HTTP
+        # calls); a dry run keeps its one transaction, so it sees its own writes.
+        if not self.dry_run:
+            self.conn.commit()
 
     # Writes (the caller commits) ----------------------------------------------------
 
@@ -135,6 +199,7 @@ class EdgeStore:
                         ([p["id"] for p, _ in items],))
 
     def update_metadata(self, photos: list[dict]) -> None:
+        """Same bytes, new metadata: rewrite the row's metadata; queue 'synced' reports."""
         now = dt.datetime.now(dt.timezone.utc)
         with self.conn.cursor() as cur:
             cur.executemany(self._update_meta, [
@@ -147,6 +212,8 @@ class EdgeStore:
                         ([p["id"] for p in photos],))
 
     def mark_failed(self, photo: dict, error: str) -> None:
+        """This photo could not be had: keep what the store holds, mark it failed, queue a
+        'failed' report, and queue it for a retry on the next run."""
         error = error[:2000]
         with self.conn.cursor() as cur:
             cur.execute(self._mark_failed, (
@@ -155,17 +222,35 @@ class EdgeStore:
                 _ts(photo["updated_at"]), error))
             self._queue(cur, [(photo["id"], photo["version"], protocol.STATUS_FAILED, None, error)])
             # A presigned URL expires; the retry goes through the API.
-            wanted = {k: (str(v) if isinstance(v, uuid.UUID) else v) for k, v in photo.items()
-                      if k != "download_url"}
+            wanted = protocol.dump_photo({k: v for k, v in photo.items()
+                                          if k != "download_url"})
             cur.execute(
                 "INSERT INTO photo_sync_retry (photo_id, photo, last_error) VALUES (%s, %s, %s) "
                 "ON CONFLICT (photo_id) DO UPDATE SET photo = EXCLUDED.photo, "
                 "attempts = photo_sync_retry.attempts + 1, last_error = EXCLUDED.last_error, "
                 "updated_at = now()", (photo["id"], json.dumps(wanted), error))
 
-    def delete_photos(self, ids: list[uuid.UUID], versions: dict | None = None) -> int:
+    def mark_invalid(self, photo_id: uuid.UUID, version: int | None, error: str) -> None:
+        """HO's feed item for this photo does not validate: keep the row's bytes and
+        metadata, mark it failed, and queue a 'failed' report. No retry entry: the item
+        comes again in the feed once HO fixes it."""
+        error = error[:2000]
+        with self.conn.cursor() as cur:
+            cur.execute(f"UPDATE {self._t} SET sync_status = 'failed', sync_error = %s "
+                        "WHERE id = %s RETURNING version", (error, photo_id))
+            row = cur.fetchone()
+            held = (row or {}).get("version") or 0
+            cur.execute("DELETE FROM photo_sync_retry WHERE photo_id = %s", (photo_id,))
+            # HO keeps a store's newest report per photo: carry the newest version known.
+            self._queue(cur, [(photo_id, max(version or 0, held), protocol.STATUS_FAILED,
+                               None, error)])
+
+    def delete_photos(self, ids: list[uuid.UUID], versions: dict | None = None
+                      ) -> list[uuid.UUID]:
+        """Delete these photos (those held); queue 'deleted' reports. Returns the ids
+        deleted."""
         if not ids:
-            return 0
+            return []
         with self.conn.cursor() as cur:
             cur.execute(f"DELETE FROM {self._t} WHERE id = ANY(%s) RETURNING id, version", (ids,))
             gone = cur.fetchall()
@@ -174,7 +259,7 @@ class EdgeStore:
             # least the version the store held, or HO drops it as stale.
             self._queue(cur, [(r["id"], max((versions or {}).get(r["id"]) or 0, r["version"] or 0),
                                protocol.STATUS_DELETED, None, None) for r in gone])
-        return len(gone)
+        return [r["id"] for r in gone]
 
     @staticmethod
     def _queue(cur, rows: list[tuple]) -> None:
@@ -192,7 +277,10 @@ class EdgeStore:
             "UPDATE SET value = EXCLUDED.value, updated_at = now()", (CURSOR_KEY, cursor))
 
     def commit(self) -> None:
-        self.conn.commit()
+        """Commit the writes so far; in a dry run, keep them in the open transaction (the
+        engine rolls it back at the end)."""
+        if not self.dry_run:
+            self.conn.commit()
 
     def rollback(self) -> None:
         self.conn.rollback()
@@ -202,18 +290,20 @@ class EdgeStore:
     def get_cursor(self) -> str | None:
         row = self.conn.execute("SELECT value FROM photo_sync_state WHERE key = %s",
                                 (CURSOR_KEY,)).fetchone()
-        self.conn.commit()
+        self._end_read()
         return row["value"] if row else None
 
     def retry_entries(self, limit: int = 10000) -> list[dict]:
+        """Photos that failed before, as parsed feed items (oldest failure first)."""
         rows = self.conn.execute("SELECT photo FROM photo_sync_retry ORDER BY updated_at LIMIT %s",
                                  (limit,)).fetchall()
-        self.conn.commit()
+        self._end_read()
         photos = []
         for row in rows:
-            photo = dict(row["photo"])
-            photo["id"] = uuid.UUID(photo["id"])
-            photos.append(photo)
+            try:
+                photos.append(protocol.parse_photo(row["photo"]))
+            except protocol.InvalidPhoto as exc:  # written by an older agent: the feed re-sends
+                log.warning("dropping a retry entry that does not validate: %s", exc)
         return photos
 
     def start_run(self, mode: str) -> int:
@@ -241,12 +331,12 @@ class EdgeStore:
         rows = self.conn.execute(
             "SELECT photo_id, version, status, synced_at, error, queued_at FROM photo_sync_outbox "
             "ORDER BY queued_at LIMIT %s", (limit,)).fetchall()
-        self.conn.commit()
+        self._end_read()
         return rows
 
     def pending_report_count(self) -> int:
         n = self.conn.execute("SELECT count(*) AS n FROM photo_sync_outbox").fetchone()["n"]
-        self.conn.commit()
+        self._end_read()
         return n
 
     def drop_reports(self, rows: list[dict]) -> None:
@@ -273,7 +363,7 @@ class EdgeStore:
             f"SELECT id, sync_error FROM {self._t} WHERE sync_status = 'failed' "
             "ORDER BY id LIMIT 20").fetchall()
         now = self.conn.execute("SELECT now() AS t").fetchone()["t"]
-        self.conn.commit()
+        self._end_read()
         return {
             "photos": sum(r["n"] for r in counts),
             "counts_by_status": {r["status"]: r["n"] for r in counts},
