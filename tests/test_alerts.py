@@ -117,3 +117,15 @@ def test_a_real_textfile_fires_the_alerts_it_should(tmp_path, failed, mismatched
             "eval_time": "5m", "exp_samples": samples}]}]}))
     result = promtool("test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_failed_run_keeps_the_last_success_the_alert_measures_from():
+    """Without it, a store whose runs keep failing would drop the series that
+    PhotoSyncNotCompleted reads, and the alert could never fire."""
+    failed = RunSummary(mode="incremental", status="failed", error="HO unreachable")
+    status = {**_status(), "last_success_at": "2026-12-01T10:00:00+00:00"}
+    text = metrics.render(failed, status)
+    assert "photo_sync_last_success_timestamp_seconds 1796119200" in text
+    assert 'photo_sync_last_run_success{mode="incremental"} 0' in text
+    never = metrics.render(failed, _status())
+    assert "photo_sync_last_success_timestamp_seconds" not in never
