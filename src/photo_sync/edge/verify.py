@@ -13,7 +13,11 @@ first that applies:
 `--repair` marks missing, corrupt and stale photos so that the next `pull` of any
 mode downloads them (retry queue, status back to `pending`); nothing is deleted
 and no bytes are touched until a verified download replaces them. Extras are
-left to a full pull, whose delete guard (`MAX_DELETE_FRACTION`) decides.
+left to a full pull, whose delete guard (`MAX_DELETE_FRACTION`) decides. `--repair`
+takes the run lock, so it waits for no pull: exit 3 while one runs.
+
+Exit codes: 0 the store matches HO; 1 drift found (also after `--repair` marked it);
+2 configuration or database; 3 run lock held; 4 HO unreachable or refused.
 """
 
 from __future__ import annotations
