@@ -1,22 +1,39 @@
-"""Prometheus textfile metrics for node_exporter's textfile collector."""
+"""Prometheus textfile metrics for node_exporter's textfile collector.
+
+`monitoring/photo-sync.rules.yml` alerts on these names; keep them stable (a
+rename silently disables an alert). The pull writes PHOTO_SYNC_EDGE_METRICS_FILE;
+verify writes its own file beside it (`*_verify.prom`).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import tempfile
 import time
 from pathlib import Path
 
 
-def render(summary, status: dict) -> str:
-    mode = summary.mode
-    lines = []
-
+def _writer(lines: list[str]):
     def metric(name: str, help_text: str, value, labels: str = "", kind: str = "gauge"):
         if not any(line.startswith(f"# HELP {name} ") for line in lines):
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
         lines.append(f"{name}{labels} {value}")
+    return metric
+
+
+def checksum_mismatches(summary) -> int:
+    """Photos of a run whose bytes failed MD5 or SHA-256 verification (from the failures the
+    summary lists, at most engine.MAX_FAILURES_LISTED: enough for an alert's `> 0`)."""
+    return sum(1 for failure in summary.failures if "mismatch" in (failure.get("error") or ""))
+
+
+def render(summary, status: dict, database_bytes: int | None = None) -> str:
+    """The pull's textfile: last run, photos by status, bytes held, lag, database size."""
+    mode = summary.mode
+    lines: list[str] = []
+    metric = _writer(lines)
 
     now = time.time()
     ok = summary.status in ("ok", "partial")
@@ -27,6 +44,12 @@ def render(summary, status: dict) -> str:
     if ok:
         metric("photo_sync_last_success_timestamp_seconds", "When a run last completed.",
                f"{now:.0f}", f'{{mode="{mode}"}}')
+    elif status.get("last_success_at"):
+        # A failed run must not erase the last success: the "not completed within an
+        # hour" alert measures from it. No mode label: the database does not say which.
+        last = dt.datetime.fromisoformat(status["last_success_at"])
+        metric("photo_sync_last_success_timestamp_seconds", "When a run last completed.",
+               f"{last.timestamp():.0f}")
     metric("photo_sync_last_run_duration_seconds", "Duration of the last run.",
            summary.duration, f'{{mode="{mode}"}}')
     for name in ("downloaded", "updated", "deleted", "failed", "unchanged"):
@@ -34,6 +57,14 @@ def render(summary, status: dict) -> str:
                getattr(summary, name), f'{{mode="{mode}",outcome="{name}"}}')
     metric("photo_sync_last_run_bytes", "Bytes downloaded in the last run.", summary.bytes,
            f'{{mode="{mode}"}}')
+    # The failure rate's denominator: photos the run dealt with (retries included).
+    total = max(summary.listed, summary.downloaded + summary.updated + summary.unchanged
+                + summary.failed)
+    metric("photo_sync_last_run_total_photos", "Photos the last run listed or retried.", total,
+           f'{{mode="{mode}"}}')
+    metric("photo_sync_last_run_checksum_mismatches",
+           "Photos of the last run whose downloaded bytes failed checksum verification.",
+           checksum_mismatches(summary), f'{{mode="{mode}"}}')
     for state, count in sorted(status["counts_by_status"].items()):
         metric("photo_sync_photos", "Photos held by sync_status.", count, f'{{status="{state}"}}')
     metric("photo_sync_bytes_held", "Bytes of photos held in the store database.",
@@ -43,15 +74,41 @@ def render(summary, status: dict) -> str:
                status["lag_seconds"])
     metric("photo_sync_pending_reports", "Status reports not yet delivered to HO.",
            status["pending_reports"])
+    database_bytes = status.get("database_bytes", database_bytes)
+    if database_bytes is not None:
+        metric("photo_sync_database_size_bytes", "Size of the store database on disk.",
+               int(database_bytes))
     return "\n".join(lines) + "\n"
 
 
-def write(path: str, summary, status: dict) -> None:
-    """Write atomically, so the collector never reads half a file."""
+def render_verify(result) -> str:
+    """Verify's textfile: when it last ran, and the photos it found per kind of drift."""
+    lines: list[str] = []
+    metric = _writer(lines)
+    metric("photo_sync_verify_timestamp_seconds", "When verify last compared the store with HO.",
+           f"{time.time():.0f}")
+    for kind in ("missing", "extra", "stale", "corrupt"):
+        metric("photo_sync_verify_photos", "Photos verify found differing from HO, by kind.",
+               len(getattr(result, kind)), f'{{kind="{kind}"}}')
+    metric("photo_sync_verify_duration_seconds", "Duration of the last verify.", result.duration)
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomically(path: str, text: str) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".photo_sync.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
-        handle.write(render(summary, status))
+        handle.write(text)
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
+
+
+def write(path: str, summary, status: dict, database_bytes: int | None = None) -> None:
+    """Write the pull's metrics atomically, so the collector never reads half a file."""
+    _write_atomically(path, render(summary, status, database_bytes))
+
+
+def write_verify(path: str, result) -> None:
+    """Write verify's metrics atomically (see `photo_sync.edge.verify.verify_metrics_path`)."""
+    _write_atomically(path, render_verify(result))

@@ -419,3 +419,75 @@ class EdgeStore:
         else:
             self.conn.commit()
         return counts
+
+    # Operations: verify and the photo server (issue 11) ------------------------------
+    # Read-mostly SQL for `photo-sync-edge verify` and `photo_sync.edge.serve`; the
+    # bytes never leave PostgreSQL for a verify (md5() runs in the database).
+
+    def verify_rows(self) -> list[dict]:
+        """Every row as verify needs it: version, checksum, whether bytes are held, and
+        the MD5 of those bytes computed inside PostgreSQL (no bytes cross the wire)."""
+        rows = self.conn.execute(
+            f"SELECT id, version, checksum, sync_status, image_binary IS NOT NULL AS has_bytes, "
+            f"md5(image_binary) AS stored_md5 FROM {self._t}").fetchall()
+        self.conn.commit()
+        return rows
+
+    def mark_for_repair(self, photos: list[tuple[dict, str]]) -> int:
+        """Queue photos (HO's listing item, the drift verify found) for the next pull of
+        any mode: the row (if any) goes back to 'pending' and the listing item into
+        `photo_sync_retry`, which every run works through first. Bytes stay untouched
+        until a verified download replaces them. Returns how many were marked."""
+        if not photos:
+            return 0
+        ids = [uuid.UUID(str(p["id"])) for p, _ in photos]
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute(f"UPDATE {self._t} SET sync_status = 'pending', sync_error = %s "
+                        "WHERE id = ANY(%s)", ("verify found drift; the next pull repairs it",
+                                               ids))
+            # The same JSON mark_failed() queues: the listing item without its presigned
+            # URL (it would expire before the next run).
+            cur.executemany(
+                "INSERT INTO photo_sync_retry (photo_id, photo, last_error) VALUES (%s, %s, %s) "
+                "ON CONFLICT (photo_id) DO UPDATE SET photo = EXCLUDED.photo, "
+                "last_error = EXCLUDED.last_error, updated_at = now()",
+                [(photo_id, json.dumps({k: (str(v) if isinstance(v, uuid.UUID) else v)
+                                        for k, v in p.items() if k != "download_url"}),
+                  f"verify: {kind}") for photo_id, (p, kind) in zip(ids, photos)])
+            # HO's fleet view should count them as not synced until the pull lands.
+            self._queue(cur, [(photo_id, int(p.get("version") or 0), protocol.STATUS_PENDING,
+                               None, f"verify: {kind}")
+                              for photo_id, (p, kind) in zip(ids, photos)])
+        return len(ids)
+
+    def database_size(self) -> int:
+        """Bytes the store database takes on disk (for the storage alert's metric)."""
+        n = self.conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()["n"]
+        self.conn.commit()
+        return int(n)
+
+    @staticmethod
+    def serve_photo(conn, table: str, photo_id: uuid.UUID, with_bytes: bool) -> dict | None:
+        """One photo for the store's photo server; `data` only when `with_bytes` and the
+        photo is synced. Binary results: the bytes arrive raw, not hex-escaped."""
+        t = sql.Identifier(table).as_string(conn)
+        data = "CASE WHEN sync_status = 'synced' THEN image_binary END" if with_bytes else "NULL"
+        with conn.cursor(row_factory=dict_row, binary=True) as cur:
+            cur.execute(
+                f"SELECT id, object_key, content_type, checksum, sync_status, "
+                f"coalesce(updated_at, last_sync_at) AS modified, "
+                f"image_binary IS NOT NULL AND sync_status = 'synced' AS held, "
+                f"{data} AS data FROM {t} WHERE id = %s", (photo_id,))
+            return cur.fetchone()
+
+    @staticmethod
+    def serve_product_photos(conn, table: str, product_id: uuid.UUID) -> list[dict]:
+        """A product's photos in display order: primary first, then sort_order."""
+        t = sql.Identifier(table).as_string(conn)
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"SELECT id, filename, content_type, size, checksum, is_primary, sort_order, "
+                f"image_binary IS NOT NULL AND sync_status = 'synced' AS held FROM {t} "
+                "WHERE product_id = %s ORDER BY is_primary DESC NULLS LAST, "
+                "sort_order NULLS LAST, id", (product_id,))
+            return cur.fetchall()
