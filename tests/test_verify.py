@@ -166,3 +166,16 @@ def test_schema_missing_says_what_to_run(ho, make_edge):
     edge = make_edge(ho, schema=False)
     result = verify_cli(edge)
     assert result.returncode == 2 and "schema apply" in result.stderr
+
+
+def test_repair_waits_for_no_running_pull(ho, make_edge):
+    """--repair writes the retry queue a running pull reads: it takes the run lock."""
+    edge = make_edge(ho)
+    assert edge.pull("full")[0].returncode == 0
+    with edge.db() as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('photo_sync_edge_run'))")
+        result = verify_cli(edge, "--repair")
+        assert result.returncode == 3, result.stderr
+        assert "another photo-sync run is in progress" in result.stderr
+        # A read-only verify does not need the lock.
+        assert verify_cli(edge).returncode == 0
