@@ -7,32 +7,14 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from minio import Minio
 
-# Until `fleet` is wired into photo-sync-ho, a stand-in entry point with the same argument
-# handling and error model. Once wired, `fleet_cli` becomes
-# `return ho.cli("fleet", *args, check=False)`.
-_ENTRY = """
-import argparse, sys
-from photo_sync.ho import fleet
-from photo_sync.errors import PhotoSyncError
-parser = argparse.ArgumentParser(prog="photo-sync-ho")
-parser.add_argument("--config")
-fleet.add_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-try:
-    sys.exit(args.func(args))
-except PhotoSyncError as exc:
-    print(f"photo-sync-ho: {exc}", file=sys.stderr)
-    sys.exit(exc.exit_code)
-"""
-
-
 def fleet_cli(ho, *args: str, env: dict | None = None):
     """`photo-sync-ho fleet ARGS` as a process, with the HO stack's settings."""
-    return subprocess.run([sys.executable, "-c", _ENTRY, "fleet", *args],
+    return subprocess.run([str(Path(sys.executable).parent / "photo-sync-ho"), "fleet", *args],
                           env={**os.environ, **ho.env, **(env or {})},
                           capture_output=True, text=True, timeout=120)
 

@@ -10,29 +10,16 @@ import subprocess
 import sys
 import uuid
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 
 from support import testbed
 
-# Until `serve` is wired into photo-sync-edge, a stand-in entry point with the same
-# argument handling. Once wired, `serve_command` returns
-# `[str(BIN / "photo-sync-edge"), "serve", *args]`.
-_ENTRY = """
-import argparse, sys
-from photo_sync.edge import serve
-parser = argparse.ArgumentParser(prog="photo-sync-edge")
-parser.add_argument("--config")
-serve.add_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args))
-"""
-
-
 def serve_command(*args: str) -> list[str]:
     """`photo-sync-edge serve ARGS`."""
-    return [sys.executable, "-c", _ENTRY, "serve", *args]
+    return [str(Path(sys.executable).parent / "photo-sync-edge"), "serve", *args]
 
 
 @contextmanager

@@ -9,33 +9,15 @@ import os
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from conftest import assert_edge_matches_ho
 
-# Until `verify` is wired into photo-sync-edge, a stand-in entry point with the same
-# argument handling and error model. Once wired, `verify_cli` becomes
-# `return edge.cli("verify", *args, **kwargs)`.
-_ENTRY = """
-import argparse, sys
-from photo_sync.edge import verify
-from photo_sync.errors import PhotoSyncError
-parser = argparse.ArgumentParser(prog="photo-sync-edge")
-parser.add_argument("--config")
-verify.add_parser(parser.add_subparsers(dest="command", required=True))
-args = parser.parse_args(sys.argv[1:])
-try:
-    sys.exit(args.func(args))
-except PhotoSyncError as exc:
-    print(f"photo-sync-edge: {exc}", file=sys.stderr)
-    sys.exit(exc.exit_code)
-"""
-
-
 def verify_cli(edge, *args: str, extra_env: dict | None = None):
     """`photo-sync-edge verify ARGS` as a process, against the edge's settings."""
-    return subprocess.run([sys.executable, "-c", _ENTRY, "verify", *args],
+    return subprocess.run([str(Path(sys.executable).parent / "photo-sync-edge"), "verify", *args],
                           env={**os.environ, **edge.env, **(extra_env or {})},
                           capture_output=True, text=True, timeout=300)
 

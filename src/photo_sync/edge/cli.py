@@ -15,7 +15,7 @@ import sys
 
 import psycopg
 
-from photo_sync.edge import schema
+from photo_sync.edge import schema, verify
 from photo_sync.edge.engine import run_sync
 from photo_sync.edge.reporter import deliver
 from photo_sync.edge.settings import EdgeSettings
@@ -57,7 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="count what would be reset and cleared; change nothing")
     rst.add_argument("--json", action="store_true",
                      help='print {"reset", "cleared", "changed", "dry_run"} as JSON')
+    verify.add_parser(sub)
+    srv = sub.add_parser("serve", help="serve the store's photos over HTTP (gunicorn; "
+                         "PHOTO_SYNC_EDGE_SERVE_BIND)")
+    srv.add_argument("--bind", help="host:port (default PHOTO_SYNC_EDGE_SERVE_BIND or "
+                     "127.0.0.1:8081)")
+    srv.set_defaults(func=_serve)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: Flask is only needed by the photo server, not by every timer run.
+    from photo_sync.edge import serve
+    return serve.run(args)
 
 
 def _progress_printer():
@@ -89,6 +101,8 @@ def _print_summary(summary) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one parsed command; returns the exit code (errors propagate to main)."""
+    if args.command in ("verify", "serve"):
+        return args.func(args)
     if args.command == "schema":
         settings = EdgeSettings.load(args.config, need_ho=False)
         statements = schema.ensure(settings.database_url, settings.table,
@@ -128,9 +142,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "reset":
         settings = EdgeSettings.load(args.config, need_ho=False)
-        store = EdgeStore(settings.database_url, settings.table)
+        store = EdgeStore.from_settings(settings)
         try:
             counts = store.reset(clear_bytes=args.clear_bytes, dry_run=args.dry_run)
+        except psycopg.Error as exc:
+            raise store.error(exc) from None
         finally:
             store.close()
         changed = bool(counts["reset"] or counts["cleared"])

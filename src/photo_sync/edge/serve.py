@@ -199,16 +199,6 @@ def health():
 
 # CLI ------------------------------------------------------------------------------------
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `serve` on the `photo-sync-edge` subcommands."""
-    parser = subparsers.add_parser(
-        "serve", help="serve the store's photos over HTTP (gunicorn, PHOTO_SYNC_EDGE_SERVE_BIND)")
-    parser.add_argument("--bind", help=f"host:port (default PHOTO_SYNC_EDGE_SERVE_BIND or "
-                        f"{DEFAULT_BIND})")
-    parser.set_defaults(func=run)
-    return parser
-
-
 def gunicorn_argv(settings: Settings, bind: str | None = None) -> list[str]:
     """The gunicorn command line `serve` runs (gthread: one slow client holds a thread)."""
     gunicorn = Path(sys.executable).parent / "gunicorn"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,12 +32,14 @@ from pathlib import Path
 
 import psycopg
 
-from photo_sync import db
+from photo_sync import db, protocol
 from photo_sync.edge import metrics
 from photo_sync.edge.client import HOClient
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore
-from photo_sync.errors import EXIT_OK, EXIT_PARTIAL
+from photo_sync.errors import EXIT_OK, EXIT_PARTIAL, HOUnreachable
+
+log = logging.getLogger(__name__)
 
 KINDS = ("missing", "extra", "stale", "corrupt")
 MAX_PAGES = 1_000_000  # a bound on the walk; 500 million photos at the default page size
@@ -74,18 +77,32 @@ def ho_live_photos(client: HOClient, page_size: int) -> dict[uuid.UUID, dict]:
     then the change feed from its cursor (a change during the walk shows up again later
     in the feed, so the last word on each photo wins; tombstones remove it)."""
     photos: dict[uuid.UUID, dict] = {}
-    page = client.list_page(offset=0, limit=page_size)
+    page = _page(client.list_page(offset=0, limit=page_size))
     for _ in range(MAX_PAGES):
-        for item in page["photos"]:
-            photo_id = uuid.UUID(str(item["id"]))
+        for raw in page["photos"]:
+            # Checked where a pull checks it: an item that does not validate is not
+            # trusted, and its row (if any) shows up as extra rather than as matching.
+            try:
+                item = protocol.parse_photo(raw)
+            except protocol.InvalidPhoto as exc:
+                log.warning("HO listed a photo that does not validate: %s", exc)
+                continue
             if item.get("deleted"):
-                photos.pop(photo_id, None)
+                photos.pop(item["id"], None)
             else:
-                photos[photo_id] = item
+                photos[item["id"]] = raw
         if not page["has_more"]:
             return photos
-        page = client.list_page(cursor=page["next_cursor"], limit=page_size)
+        page = _page(client.list_page(cursor=page["next_cursor"], limit=page_size))
     raise RuntimeError(f"HO's listing did not end after {MAX_PAGES} pages")
+
+
+def _page(body) -> dict:
+    try:
+        return protocol.parse_page(body)
+    except protocol.InvalidPage as exc:
+        raise HOUnreachable(f"HO sent a photo list page that does not validate ({exc}): "
+                            "check HO's version and logs") from None
 
 
 def compare(ho: dict[uuid.UUID, dict], rows: list[dict]) -> tuple[VerifyResult, list]:

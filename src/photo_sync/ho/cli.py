@@ -19,7 +19,7 @@ import psycopg
 
 from photo_sync import db
 from photo_sync.errors import ConfigError, PhotoSyncError
-from photo_sync.ho import catalog
+from photo_sync.ho import catalog, fleet
 from photo_sync.ho.importer import import_directory, read_product_map
 from photo_sync.ho.settings import PREFIX, HOSettings
 from photo_sync.ho.storage import Storage
@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("store_id", type=_uuid)
     lst = store_sub.add_parser("list", help="stores and what they reported")
     lst.add_argument("--json", action="store_true")
+    fleet.add_parser(sub)
     return parser
 
 
@@ -89,6 +90,8 @@ def _print_json(value: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run one parsed command; returns the exit code, raises `PhotoSyncError` on failure."""
+    if args.command == "fleet":
+        return args.func(args)
     settings = HOSettings.load(args.config, need_jwt=False,
                                need_s3=args.command in S3_COMMANDS)
     with _connect(settings) as conn:

@@ -23,11 +23,11 @@ import datetime as dt
 import json
 
 import psycopg
-from psycopg.rows import dict_row
 
 from photo_sync import db
-from photo_sync.config import Settings
 from photo_sync.errors import ConfigError
+from photo_sync.ho import catalog
+from photo_sync.ho.settings import HOSettings
 
 SETTING = "PHOTO_SYNC_HO_DATABASE_URL"
 DEFAULT_STALE_HOURS = 24.0
@@ -144,9 +144,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """`photo-sync-ho fleet`: print the view; 0 whenever the catalog could be read."""
-    url = Settings("PHOTO_SYNC_HO_", getattr(args, "config", None)).require(
-        "DATABASE_URL", "the HO catalog, a libpq URL")
-    with db.connect(url, setting=SETTING, row_factory=dict_row) as conn:
+    settings = HOSettings.load(getattr(args, "config", None), need_jwt=False, need_s3=False)
+    with catalog.connect(settings.database_url, setting=SETTING,
+                         statement_timeout_ms=settings.statement_timeout_ms,
+                         lock_timeout_ms=settings.lock_timeout_ms) as conn:
         try:
             view = fleet(conn, args.stale_after)
         except psycopg.errors.UndefinedTable:
