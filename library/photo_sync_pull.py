@@ -135,7 +135,6 @@ report_pending:
   type: int
 """
 
-import inspect
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -149,11 +148,8 @@ COUNTS = ("listed", "downloaded", "unchanged", "updated", "deleted", "failed", "
 
 def sync_kwargs(run_sync, check_mode, force_delete, report):
     """run_sync's keyword arguments: a check run is the engine's dry run, listing ids."""
-    kwargs = dict(dry_run=check_mode, force_delete=force_delete, report=report)
-    # An engine from before SyncRun(list_ids=...) (issue 9 item 4) cannot list them.
-    if "list_ids" in inspect.signature(run_sync).parameters:
-        kwargs["list_ids"] = check_mode
-    return kwargs
+    return dict(dry_run=check_mode, force_delete=force_delete, report=report,
+                list_ids=check_mode)
 
 
 def pull_result(summary, check_mode):
@@ -167,8 +163,8 @@ def pull_result(summary, check_mode):
         report_pending=summary.report_pending,
     )
     if check_mode:
-        # Roles read `plan`; the engine calls it `ids` (its `plan` dict before issue 9).
-        result["plan"] = getattr(summary, "ids", getattr(summary, "plan", None))
+        # Roles read `plan`: the ids the engine's dry run would download, update, delete.
+        result["plan"] = summary.ids
     return result
 
 

@@ -101,12 +101,9 @@ def failure_message(doing, exc):
     import psycopg
 
     from photo_sync import db
-    from photo_sync.edge.schema import SchemaError
     from photo_sync.errors import PhotoSyncError
 
-    # SchemaError (a bad table name, a missing role) is the operator's to fix like any
-    # PhotoSyncError; it is caught by name in case it does not subclass it.
-    if isinstance(exc, (PhotoSyncError, SchemaError)):
+    if isinstance(exc, PhotoSyncError):
         # The engine names settings as the CLI knows them; a task sets them as options.
         return "%s: %s" % (doing, name_options(str(exc)))
     if isinstance(exc, psycopg.Error):

@@ -5,7 +5,6 @@ check mode and `pg_bytea_schema: state: reset`."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import inspect
 import json
@@ -22,7 +21,6 @@ from ansible.module_utils.testing import patch_module_args
 
 from photo_sync.edge import schema
 from photo_sync.edge.engine import RunSummary, run_sync
-from photo_sync.edge.settings import EdgeSettings
 from photo_sync.errors import ConfigError, HOUnreachable, LockHeld, SchemaMissing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,12 +270,6 @@ def test_settings_failures_name_the_module_options(run_main, tmp_path):
     assert "store_id (PHOTO_SYNC_EDGE_STORE_ID) is not set" in result["msg"]
 
 
-def _settings_fields() -> set[str]:
-    return {f.name for f in dataclasses.fields(EdgeSettings)}
-
-
-@pytest.mark.xfail("ca_bundle" not in _settings_fields(), strict=True,
-                   reason="EdgeSettings.ca_bundle/allow_http come with the TLS settings (E1)")
 def test_tls_options_reach_the_engine_settings(tmp_path, run_main):
     bundle = tmp_path / "ho-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")

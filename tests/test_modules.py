@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ import psycopg
 import pytest
 
 from conftest import assert_edge_matches_ho, ho_live_photos
-from photo_sync.edge.engine import run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -236,9 +234,6 @@ def _ids_in(value) -> set[str]:
     return set()
 
 
-@pytest.mark.xfail("list_ids" not in inspect.signature(run_sync).parameters, strict=True,
-                   reason="needs the engine's one run model: run_sync(list_ids=...) and "
-                          "RunSummary.ids (issue 9 item 4, E2)")
 def test_photo_sync_pull_check_mode_tells_the_truth(module_ho, make_edge, tmp_path):
     """Check mode gives the counts the real run then produces (issue 8), `changed` from the
     engine, and `plan` naming the photos it would download."""

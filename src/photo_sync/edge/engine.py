@@ -196,7 +196,8 @@ class SyncRun:
                 if run_id is not None:
                     store.finish_run(run_id, {**asdict(self.summary)})
                     if self.settings.metrics_file:
-                        metrics.write(self.settings.metrics_file, self.summary, store.status())
+                        metrics.write(self.settings.metrics_file, self.summary, store.status(),
+                                      store.database_size())
         except Exception:  # the summary matters more than the bookkeeping of a broken DB
             log.exception("could not record the run summary")
         finally:
