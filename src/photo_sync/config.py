@@ -57,10 +57,12 @@ class Settings:
                 self._values[prefix + key] = str(value)
 
     def get(self, name: str, default: str | None = None) -> str | None:
+        """The setting's value, or `default` when it is unset or empty."""
         value = self._values.get(self.prefix + name)
         return default if value in (None, "") else value
 
     def require(self, name: str, hint: str = "") -> str:
+        """The setting's value; ConfigError naming the variable (and `hint`) when unset."""
         value = self.get(name)
         if value is None:
             more = f" ({hint})" if hint else ""
@@ -69,6 +71,7 @@ class Settings:
         return value
 
     def get_int(self, name: str, default: int, minimum: int = 0) -> int:
+        """A whole-number setting, at least `minimum`; ConfigError otherwise."""
         raw = self.get(name)
         if raw is None:
             return default
@@ -82,6 +85,7 @@ class Settings:
 
     def get_float(self, name: str, default: float, minimum: float = 0.0,
                   maximum: float | None = None) -> float:
+        """A number setting within `minimum`..`maximum`; ConfigError otherwise."""
         raw = self.get(name)
         if raw is None:
             return default
@@ -94,6 +98,7 @@ class Settings:
         return value
 
     def get_bool(self, name: str, default: bool) -> bool:
+        """A true/false setting (1/0, true/false, yes/no, on/off); ConfigError otherwise."""
         raw = self.get(name)
         if raw is None:
             return default

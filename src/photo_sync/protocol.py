@@ -41,20 +41,24 @@ class Checksums:
         self.size = 0
 
     def update(self, chunk: bytes) -> None:
+        """Feed the next chunk of the stream."""
         self._md5.update(chunk)
         self._sha256.update(chunk)
         self.size += len(chunk)
 
     @property
     def md5(self) -> str:
+        """MD5 of what was fed, lowercase hex."""
         return self._md5.hexdigest()
 
     @property
     def sha256(self) -> str:
+        """SHA-256 of what was fed, lowercase hex."""
         return self._sha256.hexdigest()
 
     @classmethod
     def of(cls, data: bytes) -> "Checksums":
+        """The checksums of `data` in one go."""
         sums = cls()
         sums.update(data)
         return sums

@@ -161,16 +161,20 @@ class _Watch:
             self.deadline = self.started + self.seconds
 
     def elapsed(self) -> float:
+        """Seconds since the watched attempt started."""
         return time.monotonic() - self.started
 
     def past(self) -> bool:
+        """True once the attempt's deadline has passed."""
         return self.expired or time.monotonic() >= self.deadline
 
     def attach(self, conn) -> None:
+        """Remember the socket to shut when the deadline passes."""
         if conn not in self.conns:
             self.conns.append(conn)
 
     def cut(self) -> None:
+        """Shut the watched socket, so a read blocked on it returns at once."""
         for conn in self.conns:
             sock = getattr(conn, "sock", None)
             if sock is None:
@@ -270,6 +274,7 @@ class _WatchedAdapter(HTTPAdapter):
     """An HTTPAdapter whose pools (direct or through a proxy) make watched connections."""
 
     def get_connection_with_tls_context(self, *args, **kwargs):
+        """The pooled connection, with the attempt's watch attached to its socket."""
         pool = super().get_connection_with_tls_context(*args, **kwargs)
         base = pool.ConnectionCls
         if not getattr(base, "_photo_sync_watched", False):

@@ -22,6 +22,7 @@ DEFAULT_MIN_RATE = 16 * 1024
 
 @dataclass(frozen=True)
 class EdgeSettings:
+    """The agent's settings, typed and checked (PHOTO_SYNC_EDGE_*; see the README's table)."""
     database_url: str
     ho_url: str = ""
     store_id: str = ""
@@ -51,6 +52,9 @@ class EdgeSettings:
     @classmethod
     def load(cls, config_file: str | None = None, environ=None, overrides: dict | None = None,
              need_ho: bool = True) -> "EdgeSettings":
+        """Settings from `config_file`, the environment and `overrides` (which win, in that order);
+        ConfigError naming what is wrong. `need_ho=False` for commands that only touch the
+        database."""
         s = Settings(PREFIX, config_file, environ, overrides)
         store_id = s.get("STORE_ID", "")
         if need_ho:

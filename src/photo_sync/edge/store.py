@@ -116,6 +116,7 @@ class EdgeStore:
         return database_error(exc, self.lock_timeout)
 
     def close(self) -> None:
+        """Close the store's connections (the run lock goes with its own)."""
         self.conn.close()
         if self._lock_conn is not None:
             self._lock_conn.close()
@@ -123,6 +124,7 @@ class EdgeStore:
     # Preconditions ------------------------------------------------------------------
 
     def check_schema(self) -> None:
+        """SchemaMissing, saying what to run, when the edge schema is not in place."""
         gaps = schema.missing(self.conn, self.table)
         self.conn.rollback()
         if gaps:
@@ -272,6 +274,7 @@ class EdgeStore:
                 "queued_at = clock_timestamp()", rows)
 
     def set_cursor(self, cursor: str) -> None:
+        """Store the feed cursor; it commits with the page it stands after."""
         self.conn.execute(
             "INSERT INTO photo_sync_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
             "UPDATE SET value = EXCLUDED.value, updated_at = now()", (CURSOR_KEY, cursor))
@@ -283,11 +286,13 @@ class EdgeStore:
             self.conn.commit()
 
     def rollback(self) -> None:
+        """Roll back the open transaction."""
         self.conn.rollback()
 
     # State --------------------------------------------------------------------------
 
     def get_cursor(self) -> str | None:
+        """The stored feed cursor, or None before the first complete page."""
         row = self.conn.execute("SELECT value FROM photo_sync_state WHERE key = %s",
                                 (CURSOR_KEY,)).fetchone()
         self._end_read()
@@ -307,6 +312,7 @@ class EdgeStore:
         return photos
 
     def start_run(self, mode: str) -> int:
+        """Record a new run (marking any run left `running` as crashed); its id."""
         with self.conn.transaction():
             # Under the run lock, any run still 'running' is one that died.
             self.conn.execute("UPDATE photo_sync_run SET status = 'crashed', error = %s, "
@@ -317,6 +323,7 @@ class EdgeStore:
         return row["id"]
 
     def finish_run(self, run_id: int, summary: dict) -> None:
+        """Record a run's outcome and counts from its summary."""
         with self.conn.transaction():
             self.conn.execute(
                 "UPDATE photo_sync_run SET status = %(status)s, finished_at = now(), "
@@ -328,6 +335,7 @@ class EdgeStore:
     # Outbox -------------------------------------------------------------------------
 
     def pending_reports(self, limit: int) -> list[dict]:
+        """The oldest queued status reports, at most `limit`."""
         rows = self.conn.execute(
             "SELECT photo_id, version, status, synced_at, error, queued_at FROM photo_sync_outbox "
             "ORDER BY queued_at LIMIT %s", (limit,)).fetchall()
@@ -335,6 +343,7 @@ class EdgeStore:
         return rows
 
     def pending_report_count(self) -> int:
+        """How many status reports wait in the outbox."""
         n = self.conn.execute("SELECT count(*) AS n FROM photo_sync_outbox").fetchone()["n"]
         self._end_read()
         return n
@@ -348,6 +357,7 @@ class EdgeStore:
     # Status -------------------------------------------------------------------------
 
     def status(self) -> dict:
+        """The store at a glance: counts by sync_status, bytes held, last runs, lag."""
         counts = self.conn.execute(
             f"SELECT coalesce(sync_status, 'pending') AS status, count(*) AS n, "
             f"coalesce(sum(octet_length(image_binary)), 0) AS bytes FROM {self._t} GROUP BY 1"
