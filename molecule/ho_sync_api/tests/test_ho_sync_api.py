@@ -114,3 +114,15 @@ def test_store_is_registered(host):
     stores = {s["id"]: s for s in json.loads(out)}
     assert "7e57a11e-0000-4000-8000-000000000001" in stores
     assert stores["7e57a11e-0000-4000-8000-000000000001"]["name"] == "molecule-store"
+
+
+def test_disabled_stores_stay_disabled(host):
+    """A store disabled at HO stays disabled through a rollout; state: disabled disables one."""
+    out = host.check_output(
+        "runuser -u photo_sync -- /opt/photo-sync/venv/bin/photo-sync-ho "
+        "--config /etc/photo-sync/ho.env store list --json")
+    stores = {s["id"]: s for s in json.loads(out)}
+    # Disabled by an operator in side_effect, then the role ran again (state: registered).
+    assert stores["7e57a11e-0000-4000-8000-000000000001"]["active"] is False
+    # state: disabled in the inventory.
+    assert stores["7e57a11e-0000-4000-8000-000000000003"]["active"] is False
