@@ -95,7 +95,25 @@ def test_store_agent_hardened(host):
     assert props.pop("User") == "photo_sync"
     assert props == HARDENING
     env = host.file("/etc/photo-sync/edge.env")
-    assert (env.mode, env.user) == (0o600, "photo_sync")
+    assert (env.user, env.group, env.mode) == ("root", "photo_sync", 0o640)
+
+
+def test_every_installed_unit_scores_at_most_3(host):
+    """systemd-analyze security: each service the roles installed on this host scores <= 3.0."""
+    units = (("photo-sync-edge@incremental", "photo-sync-edge@full") if is_store(host)
+             else ("photo-sync-ho", "photo-sync-s3"))
+    for unit in units:
+        out = host.check_output(f"systemd-analyze security {unit}.service")
+        score = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+        assert score <= 3.0, out
+
+
+def test_ho_secret_files_not_writable_by_the_services(host):
+    if is_store(host):
+        pytest.skip("HO only")
+    for path in ("/etc/photo-sync/ho.env", "/etc/photo-sync/s3.json"):
+        secrets = host.file(path)
+        assert (secrets.user, secrets.group, secrets.mode) == ("root", "photo_sync", 0o640), path
 
 
 def test_store_photos_byte_identical_to_ho(host, ho):

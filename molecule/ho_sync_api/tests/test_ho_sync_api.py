@@ -54,11 +54,47 @@ def test_workers_do_not_run_as_root(host):
     assert users and set(users) == {"photo_sync"}
 
 
-def test_settings_file_is_private(host):
+@pytest.mark.parametrize("path", ["/etc/photo-sync/ho.env", "/etc/photo-sync/s3.json"])
+def test_secret_files_are_readable_not_writable_by_the_services(host, path):
+    """root:photo_sync 0640: the services read their secrets, never change them."""
+    secrets = host.file(path)
+    assert (secrets.user, secrets.group, secrets.mode) == ("root", "photo_sync", 0o640)
+    for user in ("photo_sync", "photo_sync_s3"):
+        assert host.run(f"runuser -u {user} -- test -r {path}").rc == 0, user
+        assert host.run(f"runuser -u {user} -- test -w {path}").rc != 0, user
+    assert host.run(f"runuser -u nobody -- test -r {path}").rc != 0
+
+
+def test_api_runs_with_the_changed_setting(host):
+    """side_effect changed the token TTL: the handler restarted the API after writing the file."""
     env = host.file("/etc/photo-sync/ho.env")
-    assert env.mode == 0o600
-    assert env.user == "photo_sync"
-    assert "PHOTO_SYNC_HO_JWT_SECRET=" in env.content_string
+    assert "PHOTO_SYNC_HO_TOKEN_TTL=1800" in env.content_string
+    started = host.check_output(
+        f"systemctl show -p ExecMainStartTimestamp --value --timestamp=unix {UNIT}")
+    assert int(started.lstrip("@")) >= env.mtime.timestamp() // 1
+
+
+@pytest.mark.parametrize("unit", [UNIT, "photo-sync-s3"])
+def test_unit_exposure_is_at_most_3(host, unit):
+    """systemd-analyze security: every unit the role installs scores 3.0 or better."""
+    out = host.check_output(f"systemd-analyze security {unit}.service")
+    score = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
+    assert score <= 3.0, out
+
+
+def test_unit_has_resource_ceilings(host):
+    props = show(host, UNIT, "MemoryMax", "TasksMax", "TimeoutStartUSec")
+    assert props["MemoryMax"] == str(1024 ** 3)
+    assert props["TasksMax"] == "256"
+    assert props["TimeoutStartUSec"] == "1min 30s"
+
+
+def test_s3_user_is_no_admin(host):
+    """The API's S3 identity may use its bucket, nothing else: no Admin, no other bucket."""
+    config = json.loads(host.file("/etc/photo-sync/s3.json").content_string)
+    (identity,) = config["identities"]
+    assert sorted(identity["actions"]) == sorted(
+        f"{action}:product-photos" for action in ("Read", "List", "Tagging", "Write"))
 
 
 def test_health_endpoint_reports_ok(host):
@@ -78,3 +114,15 @@ def test_store_is_registered(host):
     stores = {s["id"]: s for s in json.loads(out)}
     assert "7e57a11e-0000-4000-8000-000000000001" in stores
     assert stores["7e57a11e-0000-4000-8000-000000000001"]["name"] == "molecule-store"
+
+
+def test_disabled_stores_stay_disabled(host):
+    """A store disabled at HO stays disabled through a rollout; state: disabled disables one."""
+    out = host.check_output(
+        "runuser -u photo_sync -- /opt/photo-sync/venv/bin/photo-sync-ho "
+        "--config /etc/photo-sync/ho.env store list --json")
+    stores = {s["id"]: s for s in json.loads(out)}
+    # Disabled by an operator in side_effect, then the role ran again (state: registered).
+    assert stores["7e57a11e-0000-4000-8000-000000000001"]["active"] is False
+    # state: disabled in the inventory.
+    assert stores["7e57a11e-0000-4000-8000-000000000003"]["active"] is False
