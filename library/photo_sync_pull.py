@@ -146,7 +146,7 @@ COUNTS = ("listed", "downloaded", "unchanged", "updated", "deleted", "failed", "
           "duration", "status")
 
 
-def sync_kwargs(run_sync, check_mode, force_delete, report):
+def sync_kwargs(check_mode, force_delete, report):
     """run_sync's keyword arguments: a check run is the engine's dry run, listing ids."""
     return dict(dry_run=check_mode, force_delete=force_delete, report=report,
                 list_ids=check_mode)
@@ -193,7 +193,7 @@ def main():
     p = module.params
     settings = edge_settings(module)
     summary = run_engine(module, "photo sync (%s) stopped" % p["mode"], run_sync, settings,
-                         p["mode"], **sync_kwargs(run_sync, module.check_mode,
+                         p["mode"], **sync_kwargs(module.check_mode,
                                                   p["force_delete"], p["report"]))
     result = pull_result(summary, module.check_mode)
     if summary.status == "refused":

@@ -144,22 +144,13 @@ def test_report_result_check_mode_says_what_it_would_deliver(reported, pending, 
 
 
 def test_sync_kwargs_ask_the_engine_for_ids_only_in_check_mode():
-    def engine_with_ids(settings, mode, *, dry_run=False, force_delete=False, report=True,
-                        list_ids=False):
-        """An engine signature with list_ids (issue 9 item 4)."""
-
-    def engine_without(settings, mode, *, dry_run=False, force_delete=False, report=True):
-        """An engine signature from before list_ids."""
-
-    assert photo_sync_pull.sync_kwargs(engine_with_ids, True, False, True) == dict(
+    assert photo_sync_pull.sync_kwargs(True, False, True) == dict(
         dry_run=True, force_delete=False, report=True, list_ids=True)
-    assert photo_sync_pull.sync_kwargs(engine_with_ids, False, True, False) == dict(
+    assert photo_sync_pull.sync_kwargs(False, True, False) == dict(
         dry_run=False, force_delete=True, report=False, list_ids=False)
-    assert photo_sync_pull.sync_kwargs(engine_without, True, False, True) == dict(
-        dry_run=True, force_delete=False, report=True)
     # and the real engine accepts what the module passes it
     inspect.signature(run_sync).bind(None, "full", **photo_sync_pull.sync_kwargs(
-        run_sync, True, False, True))
+        True, False, True))
 
 
 # main() in this process ---------------------------------------------------------------
