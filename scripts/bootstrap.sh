@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what photo-sync needs on this machine: Debian packages when missing (PostgreSQL,
-# procps, and the bench's peers rclone and wrk), and the project venv (.venv) with the
+# procps, promtool, and the bench's peers rclone, wrk and nginx), and the project venv (.venv) with the
 # package and its test/fleet tools.
 # Usage: scripts/bootstrap.sh [python-extras]   (default: test,fleet)
 set -euo pipefail
@@ -13,6 +13,10 @@ command -v pgrep >/dev/null || need_apt+=(procps)
 # The peers `make bench` times photo-sync against (tests/test_bench.py runs them too).
 command -v rclone >/dev/null || need_apt+=(rclone)
 command -v wrk >/dev/null || need_apt+=(wrk)
+# nginx serves the same photos from disk as the store photo server's peer (bench/verify_serve.py).
+command -v nginx >/dev/null || need_apt+=(nginx-light)
+# promtool checks and unit-tests the alerting rules (tests/test_alerts.py).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive
