@@ -11,8 +11,8 @@ Whatever HO (or a presigned S3 URL) sends, the agent's memory and time stay boun
   first byte, and is cut off (BodyTooLarge) as soon as it runs past min(listed size,
   PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES); a larger Content-Length is refused unread. Bodies
   are read raw: the agent asks for `identity`, and a gzip/deflate body is inflated only
-  under the same bound (any other encoding is refused). The buffers being filled at once
-  never add up to more than MAX_PHOTO_BYTES (`_ByteBudget`). JSON answers (token, feed
+  under the same bound (any other encoding is refused). How many buffers exist at once
+  is the engine's one budget (`engine.IN_FLIGHT_BYTES`). JSON answers (token, feed
   page, report) are capped too (`json_cap`).
 - Time: every attempt runs under a deadline kept by `_Watchdog`, which shuts the
   connection's socket when the deadline passes, whatever phase the request is in
@@ -287,31 +287,6 @@ class _WatchedAdapter(HTTPAdapter):
         return pool
 
 
-class _ByteBudget:
-    """Bytes of download buffers allocated at once, across threads: a large photo waits
-    until it fits instead of adding its buffer to everyone else's."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._used = 0
-        self._cond = threading.Condition()
-
-    def acquire(self, nbytes: int) -> int:
-        """Wait until `nbytes` (at most the capacity) fit; returns what was taken."""
-        nbytes = min(nbytes, self.capacity)
-        with self._cond:
-            while self._used and self._used + nbytes > self.capacity:
-                self._cond.wait()
-            self._used += nbytes
-        return nbytes
-
-    def release(self, nbytes: int) -> None:
-        """Give back what `acquire` took."""
-        with self._cond:
-            self._used -= nbytes
-            self._cond.notify_all()
-
-
 # Bodies ---------------------------------------------------------------------------------
 
 class _Cut(Exception):
@@ -499,7 +474,6 @@ class HOClient:
         # Passed with every request: a session-wide verify loses to REQUESTS_CA_BUNDLE.
         self.verify: str | bool = ca_bundle or True
         self.presigned_origin = origin_of(presigned_origin) if presigned_origin else None
-        self._budget = _ByteBudget(max_photo_bytes)
         self.session = requests.Session()
         adapter = _WatchedAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
@@ -789,12 +763,7 @@ class HOClient:
         PhotoRejected (VerificationError, BodyTooLarge, DeadlineExceeded) when its answer
         cannot be stored; PhotoUnavailable when HO cannot deliver it."""
         photo_id = str(photo["id"])
-        limit = self.photo_limit(photo)
-        taken = self._budget.acquire(limit)
-        try:
-            return self._download(photo, photo_id, limit)
-        finally:
-            self._budget.release(taken)
+        return self._download(photo, photo_id, self.photo_limit(photo))
 
     def _download(self, photo: dict, photo_id: str, limit: int) -> Download:
         def read(response, watch):
@@ -854,34 +823,30 @@ class HOClient:
         if refused:
             raise PhotoUnavailable(f"presigned URL not fetched: {refused}")
         limit = self.photo_limit(photo)
-        taken = self._budget.acquire(limit)
         response = None
-        try:
-            with _WATCHDOG.start(self.deadline(photo), self.timeout_s) as watch:
-                try:
-                    response = self.session.get(url, stream=True, timeout=self.timeout,
-                                                verify=self.verify, allow_redirects=False)
-                    if watch.expired:
-                        raise PhotoUnavailable("presigned GET: no complete headers within "
-                                               f"PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s")
-                    watch.answered()
-                    if 300 <= response.status_code < 400:
-                        raise PhotoUnavailable(f"presigned GET answered {response.status_code} "
-                                               "(a redirect: not followed)")
-                    if response.status_code != 200:
-                        raise PhotoUnavailable(f"presigned GET answered {response.status_code}")
-                    data, sums = self._read_photo(response, watch, photo, limit, "S3")
-                except requests.exceptions.SSLError as exc:
-                    raise PhotoUnavailable(f"presigned GET failed "
-                                           f"({_tls_reason(exc) or 'TLS error'})") from None
-                except BROKEN_BODY as exc:  # the body's own breaks end in _read_photo
-                    raise PhotoUnavailable(f"presigned GET failed ({type(exc).__name__})"
-                                           ) from None
-                finally:
-                    if response is not None:
-                        response.close()
-        finally:
-            self._budget.release(taken)
+        with _WATCHDOG.start(self.deadline(photo), self.timeout_s) as watch:
+            try:
+                response = self.session.get(url, stream=True, timeout=self.timeout,
+                                            verify=self.verify, allow_redirects=False)
+                if watch.expired:
+                    raise PhotoUnavailable("presigned GET: no complete headers within "
+                                           f"PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s")
+                watch.answered()
+                if 300 <= response.status_code < 400:
+                    raise PhotoUnavailable(f"presigned GET answered {response.status_code} "
+                                           "(a redirect: not followed)")
+                if response.status_code != 200:
+                    raise PhotoUnavailable(f"presigned GET answered {response.status_code}")
+                data, sums = self._read_photo(response, watch, photo, limit, "S3")
+            except requests.exceptions.SSLError as exc:
+                raise PhotoUnavailable(f"presigned GET failed "
+                                       f"({_tls_reason(exc) or 'TLS error'})") from None
+            except BROKEN_BODY as exc:  # the body's own breaks end in _read_photo
+                raise PhotoUnavailable(f"presigned GET failed ({type(exc).__name__})"
+                                       ) from None
+            finally:
+                if response is not None:
+                    response.close()
         _verify(sums, (photo.get("checksum") or "").lower(),
                 (photo.get("checksum_sha256") or "").lower() or None, "the HO catalog")
         return Download(data, sums.md5, photo.get("checksum_sha256"),
