@@ -8,7 +8,11 @@ time to:
   header, X-Checksum included, kept as HO sent them);
 - answer with a status (429 with `Retry-After`, 503, ...) for the next N
   requests or for T seconds;
-- drop the connection without an answer, or cut a download's body short.
+- drop the connection without an answer, or cut a download's body short;
+- rewrite feed pages (`GET .../sync/product-photos/`) with a function the test sets
+  (`proxy.rewrite = fn(page) -> page`), to play a damaged or hostile HO;
+- hold downloads back `download_delay` seconds, so parallel downloads overlap, and
+  record which were open at once (`peak_open`: the largest set of photo ids).
 
 The upstream is a string or a callable returning the HO base URL, so a
 restarted HO (new port) can be followed. When the upstream cannot be reached
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DOWNLOAD_RE = re.compile(r"/sync/product-photos/([0-9a-fA-F-]{36})/download/")
+LIST_RE = re.compile(r"/sync/product-photos/(\?|$)")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailers", "transfer-encoding", "upgrade", "content-length"}
 
@@ -67,8 +72,15 @@ class Fault:
 
 
 class FaultProxy:
+    """HO as the agent sees it, with faults, rewritten feed pages and slow downloads on demand."""
+
     def __init__(self, upstream):
         self._upstream = upstream
+        self.rewrite = None  # fn(dict) -> dict | list | str, applied to every feed page
+        self.download_delay = 0.0
+        self.pages = 0
+        self.open_downloads: set[str] = set()
+        self.peak_open: set[str] = set()
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self._corrupt: set[str] = set()
@@ -191,6 +203,29 @@ class FaultProxy:
                 return True
         return False
 
+    def _download_started(self, path: str) -> str | None:
+        match = DOWNLOAD_RE.search(path)
+        if not match:
+            return None
+        photo_id = match.group(1)
+        with self._lock:
+            self.open_downloads.add(photo_id)
+            if len(self.open_downloads) > len(self.peak_open):
+                self.peak_open = set(self.open_downloads)
+        return photo_id
+
+    def _download_ended(self, photo_id: str | None) -> None:
+        if photo_id is not None:
+            with self._lock:
+                self.open_downloads.discard(photo_id)
+
+    def _rewritten(self, path: str, status: int, data: bytes) -> bytes:
+        if status != 200 or self.rewrite is None or not LIST_RE.search(path):
+            return data
+        with self._lock:
+            self.pages += 1
+        return json.dumps(self.rewrite(json.loads(data))).encode()
+
     def _record(self, method: str, path: str, outcome) -> None:
         with self._lock:
             self.log.append((time.monotonic(), method, path, outcome))
@@ -273,11 +308,17 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.action == "status":
             owner._record(self.command, self.path, fault.status)
             return self._answer_fault(fault)
+        downloading = owner._download_started(self.path)
         try:
+            if downloading and owner.download_delay:
+                time.sleep(owner.download_delay)
             status, reason, headers, data = self._forward(body)
         except (OSError, http.client.HTTPException):
             owner._record(self.command, self.path, "upstream-down")
             return self._drop()
+        finally:
+            owner._download_ended(downloading)
+        data = owner._rewritten(self.path, status, data)
         if status == 200 and owner._should_corrupt(self.path):
             data = flip_bytes(data)
             owner._record(self.command, self.path, "corrupted")
