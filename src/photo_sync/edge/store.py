@@ -487,6 +487,8 @@ class EdgeStore:
                 f"SELECT id, object_key, content_type, checksum, sync_status, "
                 f"coalesce(updated_at, last_sync_at) AS modified, "
                 f"image_binary IS NOT NULL AND sync_status = 'synced' AS held, "
+                # The stored length (from the TOAST pointer: the bytes are not read).
+                f"octet_length(image_binary) AS nbytes, "
                 f"{data} AS data FROM {t} WHERE id = %s", (photo_id,))
             return cur.fetchone()
 
