@@ -225,7 +225,10 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
     paths_file.write_text("\n".join(paths) + "\n")
 
     serve_port, nginx_port = tb.free_port(), tb.free_port()
-    serve_env = {**edge_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}",
+    # The photo cache as the edge role deploys it (systemd CacheDirectory=): filled by the
+    # warm-up and memory requests below, before wrk runs.
+    serve_env = {"PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(bed.root / "serve-cache"),
+                 **edge_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}",
                  "PHOTO_SYNC_EDGE_SERVE_WORKERS": "2", "PHOTO_SYNC_EDGE_SERVE_THREADS": "8"}
     from photo_sync.config import Settings
     from photo_sync.edge.serve import gunicorn_argv
@@ -256,6 +259,7 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
                 assert response.status_code == 200
         rss_after = rss_kb(pids)
         result = {"photos": len(paths), "connections": connections, "seconds": seconds,
+                  "cache_dir": bool(serve_env["PHOTO_SYNC_EDGE_SERVE_CACHE_DIR"]),
                   "server_rss_mb": {"before": round(rss_before / 1024, 1),
                                     "after": round(rss_after / 1024, 1),
                                     "requests_between": MEMORY_REQUESTS}}
