@@ -227,9 +227,10 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
     serve_port, nginx_port = tb.free_port(), tb.free_port()
     # The photo cache as the edge role deploys it (systemd CacheDirectory=): filled by the
     # warm-up and memory requests below, before wrk runs.
+    # Workers and threads: the photo server's defaults unless the caller's env sets them.
     serve_env = {"PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(bed.root / "serve-cache"),
-                 **edge_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}",
-                 "PHOTO_SYNC_EDGE_SERVE_WORKERS": "2", "PHOTO_SYNC_EDGE_SERVE_THREADS": "8"}
+                 "PHOTO_SYNC_EDGE_SERVE_WORKERS": "2", "PHOTO_SYNC_EDGE_SERVE_THREADS": "8",
+                 **edge_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}"}
     from photo_sync.config import Settings
     from photo_sync.edge.serve import gunicorn_argv
     argv = gunicorn_argv(Settings("PHOTO_SYNC_EDGE_", environ=serve_env))
