@@ -71,9 +71,16 @@ def store(ho, make_edge, s3):
     return edge
 
 
-@pytest.fixture(scope="module")
-def server(store, tmp_path_factory):
-    with photo_server(store.env, tmp_path_factory.mktemp("serve")) as url:
+@pytest.fixture(scope="module", params=["database", "cache"])
+def server(request, store, tmp_path_factory):
+    """The photo server, once reading every photo from the database and once with its
+    on-disk cache (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR): every test below holds both to the
+    same answers."""
+    root = tmp_path_factory.mktemp("serve")
+    env = dict(store.env)
+    if request.param == "cache":
+        env["PHOTO_SYNC_EDGE_SERVE_CACHE_DIR"] = str(root / "cache")
+    with photo_server(env, root) as url:
         yield url
 
 
@@ -86,14 +93,18 @@ def ho_listing(ho, edge) -> dict:
 
 def test_photo_bytes_and_caching_headers(store, server):
     photo_id, (_, checksum, _, data) = sorted(store.photos().items())[0]
-    response = requests.get(f"{server}/photos/{photo_id}", timeout=10)
-    assert response.status_code == 200
-    assert response.content == data
-    assert response.headers["Content-Type"] == "image/jpeg"
-    assert response.headers["Content-Length"] == str(len(data))
-    assert response.headers["ETag"] == f'"{checksum}"'
-    assert response.headers["Last-Modified"]
-    assert response.headers["Cache-Control"] == "public, max-age=60"
+    first = None
+    for _ in range(2):  # with the cache: the first answer writes the file, the second reads it
+        response = requests.get(f"{server}/photos/{photo_id}", timeout=10)
+        assert response.status_code == 200
+        assert response.content == data
+        assert response.headers["Content-Type"] == "image/jpeg"
+        assert response.headers["Content-Length"] == str(len(data))
+        assert response.headers["ETag"] == f'"{checksum}"'
+        assert response.headers["Last-Modified"]
+        assert response.headers["Cache-Control"] == "public, max-age=60"
+        first = first or response.headers["Last-Modified"]
+        assert response.headers["Last-Modified"] == first
 
     versioned = requests.get(f"{server}/photos/{photo_id}?v={checksum[:8]}", timeout=10)
     assert versioned.content == data
@@ -185,3 +196,46 @@ def test_read_only_role_serves_and_health_tracks_the_database(ho, store, pg, tmp
         assert health.status_code == 503 and health.json()["error"] == "database_unavailable"
         photo = requests.get(f"{url}/photos/{photo_id}", timeout=30)
         assert photo.status_code == 503 and photo.json()["error"] == "database_unavailable"
+
+
+def test_cached_photo_is_never_stale_nor_a_wrong_file(store, tmp_path):
+    """The cache folder only speeds answers up: a photo whose bytes changed in the database
+    is answered with the new bytes at once; a file of the wrong length under the right name
+    is not served; bytes that do not hash to their checksum are served but never cached."""
+    cache = tmp_path / "cache"
+    photo_id, (_, checksum, _, data) = sorted(store.photos().items())[3]
+    env = {**store.env, "PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(cache)}
+    new = data[:-10] + b"0123456789"  # what a later sync could write
+    new_md5 = hashlib.md5(new).hexdigest()
+    try:
+        with photo_server(env, tmp_path) as url:
+            assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == data
+            assert (cache / f"{checksum}-{len(data)}").read_bytes() == data
+            assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == data
+
+            with store.db() as conn:
+                conn.execute("UPDATE product_photo SET image_binary = %s, checksum = %s "
+                             "WHERE id = %s", (new, new_md5, photo_id))
+            fresh = requests.get(f"{url}/photos/{photo_id}", timeout=10)
+            assert fresh.content == new and fresh.headers["ETag"] == f'"{new_md5}"'
+
+            # Someone truncated the cached file: its length gives it away.
+            (cache / f"{new_md5}-{len(new)}").write_bytes(new[:100])
+            again = requests.get(f"{url}/photos/{photo_id}", timeout=10)
+            assert again.content == new
+            assert (cache / f"{new_md5}-{len(new)}").read_bytes() == new  # and rewritten
+
+            # Bytes in the database that do not match their checksum: served as stored (the
+            # agent's verify names them), never written to the cache.
+            bad = b"x" * len(new)
+            with store.db() as conn:
+                conn.execute("UPDATE product_photo SET image_binary = %s WHERE id = %s",
+                             (bad, photo_id))
+            (cache / f"{new_md5}-{len(new)}").unlink()
+            for _ in range(2):
+                assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == bad
+            assert not (cache / f"{new_md5}-{len(new)}").exists()
+    finally:
+        with store.db() as conn:
+            conn.execute("UPDATE product_photo SET image_binary = %s, checksum = %s "
+                         "WHERE id = %s", (data, checksum, photo_id))

@@ -11,6 +11,11 @@
   of the photos downloading or waiting to be written stay under
   IN_FLIGHT_BYTES (a larger photo runs alone). They are verified against MD5
   and SHA-256 before anything is written, and written in small transactions.
+- Writes run on one writer thread while the next downloads go on (a batch's
+  listed sizes stay in the byte budget until its write is committed). Every
+  other use of the store's connection (planning reads, marking a failure, the
+  cursor) first waits for the write in progress, so the transactions are the
+  ones a run without the writer thread would commit, in the same order.
 - Deletions (tombstones in the feed and, after a complete walk, photos HO no
   longer lists) are collected during the walk and applied at its end, in one
   transaction with the last cursor, when the delete guard allows them
@@ -57,6 +62,10 @@ WRITE_BATCH_BYTES = 16 * 1024 * 1024
 # agent's peak memory follows this, not the number of downloads (issue 8).
 IN_FLIGHT_BYTES = 64 * 1024 * 1024
 MAX_FAILURES_LISTED = 50
+# The walk's first page is this small: HO answers it at once and the downloads start, while
+# the next (full-size) page is fetched beside them. A 300-photo first page took HO 0.3 s
+# to list and presign, all of it before the first byte moved (bench/profiles/README.md).
+FIRST_PAGE_PHOTOS = 64
 # After this many presigned fetches fail (S3 not reachable from the store, clock skew),
 # the run stops trying them and takes every photo through the API.
 PRESIGNED_GIVE_UP = 3
@@ -126,11 +135,16 @@ class SyncRun:
         self.progress = progress
         self.summary = RunSummary(mode=mode, dry_run=dry_run, ids=(
             {"download": [], "update": [], "delete": []} if list_ids else None))
+        self._own_client = client is None
         self.client = client or HOClient.from_settings(settings)
         self.store: EdgeStore | None = None
         self._batch: list[tuple[dict, Download]] = []
         self._batch_bytes = 0
         self._batch_listed = 0  # listed sizes of the batch (the in-flight budget counts these)
+        # The batch the writer thread is writing, and its listed sizes (still in the budget).
+        self._writing: Future | None = None
+        self._writing_listed = 0
+        self._writer: ThreadPoolExecutor | None = None
         self._in_flight = 0  # listed sizes of the downloads submitted and not yet done
         self._seen_live: set[uuid.UUID] = set()
         self._tombstones: dict[uuid.UUID, int] = {}  # held photos HO deleted -> their version
@@ -163,10 +177,14 @@ class SyncRun:
                 self._held_at_start = self.store.count_photos()
                 self.client.authenticate()
                 with ThreadPoolExecutor(max_workers=self.settings.concurrency,
-                                        thread_name_prefix="download") as pool:
-                    self._pool = pool
-                    self._retry_failed()
-                    self._walk()
+                                        thread_name_prefix="download") as pool, \
+                        ThreadPoolExecutor(max_workers=1, thread_name_prefix="writer") as writer:
+                    self._pool, self._writer = pool, writer
+                    try:
+                        self._retry_failed()
+                        self._walk()
+                    finally:
+                        self._wait_writes(check=False)
                 self._apply_deletions()
             except psycopg.Error as exc:
                 raise self.store.error(exc) from None
@@ -203,7 +221,8 @@ class SyncRun:
         finally:
             if store is not None:
                 store.close()
-            self.client.close()
+            if self._own_client:
+                self.client.close()
 
     # Feed -------------------------------------------------------------------------------
 
@@ -213,10 +232,13 @@ class SyncRun:
             log.info("retrying %d photos that failed before", len(entries))
             self._process(entries, cursor=None, from_retry=True)
 
-    def _list(self, cursor: str | None) -> dict:
+    def _list(self, cursor: str | None, first: bool = False) -> dict:
         """One feed page, its envelope checked: an envelope that does not validate stops the
-        run (nothing on it can be trusted), unlike an item that does not."""
+        run (nothing on it can be trusted), unlike an item that does not. A `first` page (of
+        a walk from the start) is at most FIRST_PAGE_PHOTOS long."""
         limit = self.settings.page_size
+        if first:
+            limit = min(limit, FIRST_PAGE_PHOTOS)
         try:
             if cursor is None:
                 body = self.client.list_page(offset=0, limit=limit)
@@ -236,7 +258,9 @@ class SyncRun:
         self._walked_from_start = cursor is None
         if cursor is None and self.mode == "incremental":
             log.info("no cursor stored yet: walking the whole feed")
-        page = self._list(cursor)
+        # A walk from the start (a full sync) begins with a small page; an incremental one
+        # continues with pages of the usual size (usually one page holds all it needs).
+        page = self._list(cursor, first=cursor is None)
         while True:
             next_cursor = page["next_cursor"]
             # Fetch the next page while this one downloads.
@@ -308,6 +332,7 @@ class SyncRun:
         else:
             self._download_all(to_download)
             self._flush()
+            self._wait_writes()
         if cursor is not None:
             self._cursor = cursor
             if not self._hold_cursor:
@@ -323,13 +348,14 @@ class SyncRun:
             while queue or pending:
                 while queue and len(pending) < window:
                     size = queue[0]["size"]
-                    held = self._in_flight + self._batch_listed
-                    if (pending or self._batch) and held + size > IN_FLIGHT_BYTES:
+                    held = self._in_flight + self._batch_listed + self._writing_listed
+                    if (pending or self._batch or self._writing) and \
+                            held + size > IN_FLIGHT_BYTES:
                         if pending:
                             break  # wait for a download to end
-                        # Only the write batch holds the budget: write it out.
+                        # Only the write batches hold the budget: write them out.
                         self._flush()
-                        self.store.commit()
+                        self._wait_writes()
                         continue
                     photo = queue.popleft()
                     self._in_flight += size
@@ -349,7 +375,6 @@ class SyncRun:
                     if (len(self._batch) >= WRITE_BATCH_PHOTOS
                             or self._batch_bytes >= WRITE_BATCH_BYTES):
                         self._flush()
-                        self.store.commit()
                     self._report_progress()
         except BaseException:
             for other in pending:
@@ -397,13 +422,35 @@ class SyncRun:
         return self.client.download(photo)
 
     def _flush(self) -> None:
+        """Hand the write batch to the writer thread (after the write before it), which
+        writes and commits it while the downloads go on."""
         if not self._batch:
             return
-        self.store.write_photos(self._batch)
-        self.summary.downloaded += len(self._batch)
-        self.summary.bytes += self._batch_bytes
-        self._note_ids("download", [p for p, _ in self._batch])
+        self._wait_writes()
+        batch, nbytes = self._batch, self._batch_bytes
+        self._writing_listed = self._batch_listed
         self._batch, self._batch_bytes, self._batch_listed = [], 0, 0
+        self._writing = self._writer.submit(self._write, batch, nbytes)
+
+    def _write(self, batch: list[tuple[dict, Download]], nbytes: int) -> None:
+        self.store.write_photos(batch)
+        self.store.commit()
+        with self._lock:
+            self.summary.downloaded += len(batch)
+            self.summary.bytes += nbytes
+            self._note_ids("download", [p for p, _ in batch])
+
+    def _wait_writes(self, check: bool = True) -> None:
+        """Wait for the write in progress (its error raised when `check`), so the caller
+        may use the store's connection."""
+        job, self._writing = self._writing, None
+        self._writing_listed = 0
+        if job is None:
+            return
+        if check:
+            job.result()
+        else:
+            wait([job])
 
     def _note_ids(self, kind: str, photos: list) -> None:
         if self.summary.ids is not None:
@@ -412,6 +459,7 @@ class SyncRun:
 
     def _fail(self, photo: dict, error: str) -> None:
         log.warning("photo %s failed: %s", photo["id"], error)
+        self._wait_writes()
         self.store.mark_failed(photo, error)
         self._count_failure(str(photo["id"]), error)
 
@@ -481,13 +529,18 @@ def run_sync(settings: EdgeSettings, mode: str, *, dry_run: bool = False,
              progress=None) -> RunSummary:
     """One sync run (and, unless report=False or a dry run, delivery of pending status
     reports). `list_ids` fills `summary.ids`."""
-    summary = SyncRun(settings, mode, dry_run=dry_run, force_delete=force_delete,
-                      list_ids=list_ids, progress=progress).execute()
-    if report and not dry_run:
-        from photo_sync.edge.reporter import deliver
-        try:
-            result = deliver(settings)
-            summary.reported, summary.report_pending = result.reported, result.pending
-        except HOUnreachable as exc:
-            log.warning("status reports stay queued: %s", exc)
+    # One client for the run and its reports: the reports reuse its token and connections.
+    client = HOClient.from_settings(settings)
+    try:
+        summary = SyncRun(settings, mode, dry_run=dry_run, force_delete=force_delete,
+                          list_ids=list_ids, progress=progress, client=client).execute()
+        if report and not dry_run:
+            from photo_sync.edge.reporter import deliver
+            try:
+                result = deliver(settings, client=client)
+                summary.reported, summary.report_pending = result.reported, result.pending
+            except HOUnreachable as exc:
+                log.warning("status reports stay queued: %s", exc)
+    finally:
+        client.close()
     return summary

@@ -434,12 +434,20 @@ class EdgeStore:
     # Read-mostly SQL for `photo-sync-edge verify` and `photo_sync.edge.serve`; the
     # bytes never leave PostgreSQL for a verify (md5() runs in the database).
 
-    def verify_rows(self) -> list[dict]:
+    def verify_rows(self, part: int = 0, parts: int = 1) -> list[dict]:
         """Every row as verify needs it: version, checksum, whether bytes are held, and
-        the MD5 of those bytes computed inside PostgreSQL (no bytes cross the wire)."""
+        the MD5 of those bytes computed inside PostgreSQL (no bytes cross the wire). With
+        `parts` > 1, only the rows of share `part` (0-based) of the id space, so several
+        sessions can hash the table in parallel."""
+        where, params = "", ()
+        if parts > 1:
+            # Split on the id's first 32 bits: the shares are disjoint and cover every id.
+            where = ("WHERE ('x' || substr(replace(id::text, '-', ''), 1, 8))::bit(32)::bigint "
+                     "%% %s = %s")
+            params = (parts, part)
         rows = self.conn.execute(
             f"SELECT id, version, checksum, sync_status, image_binary IS NOT NULL AS has_bytes, "
-            f"md5(image_binary) AS stored_md5 FROM {self._t}").fetchall()
+            f"md5(image_binary) AS stored_md5 FROM {self._t} {where}", params).fetchall()
         self.conn.commit()
         return rows
 
@@ -487,6 +495,8 @@ class EdgeStore:
                 f"SELECT id, object_key, content_type, checksum, sync_status, "
                 f"coalesce(updated_at, last_sync_at) AS modified, "
                 f"image_binary IS NOT NULL AND sync_status = 'synced' AS held, "
+                # The stored length (from the TOAST pointer: the bytes are not read).
+                f"octet_length(image_binary) AS nbytes, "
                 f"{data} AS data FROM {t} WHERE id = %s", (photo_id,))
             return cur.fetchone()
 
