@@ -350,8 +350,10 @@ def test_sync_completes_when_one_of_two_api_hosts_dies(gw, make_edge, bed_root):
         bed_root / "gateway-two", [f"127.0.0.1:{gw.ho.server.port}", f"127.0.0.1:{second.port}"],
         gw.s3.endpoint, gw.ho.env["PHOTO_SYNC_HO_S3_BUCKET"], tls=gw.gateway.tls).start()
     try:
+        # No retries in the agent: every request that reached the dead host must have been
+        # moved to the live one by nginx (proxy_next_upstream), or a photo fails.
         edge = make_edge(gw.ho, ho_url=gateway.url, ca_bundle=str(gateway.tls.ca_path),
-                         concurrency=2)
+                         concurrency=2, retries=0)
         pull = subprocess.Popen([str(BIN / "photo-sync-edge"), "pull", "--mode", "full", "--json"],
                                 env={**os.environ, **edge.env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -440,6 +442,7 @@ def _handshake(gateway, version: ssl.TLSVersion) -> str:
             return f"refused: {exc}"
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_below_1_2_is_refused_and_http_redirects(gw):
     assert _handshake(gw.gateway, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     assert _handshake(gw.gateway, ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
