@@ -168,6 +168,10 @@ def test_checksum_headers_survive_the_internal_redirect(gw):
         assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert client.head(url, timeout=10).content == b""
 
+    # More downloads than the API's per-worker cap (16): the X-Accel path takes no slot it
+    # would have to give back, so none leaks.
+    assert [client.get(url, timeout=10).status_code for _ in range(20)] == [200] * 20
+
     fresh = client.get(url, timeout=10, headers={"If-None-Match": f'"{row["checksum"]}"'})
     assert fresh.status_code == 304 and fresh.content == b""
     assert fresh.headers["ETag"] == f'"{row["checksum"]}"'
@@ -226,6 +230,12 @@ def test_token_guessing_is_limited_per_address_with_json_429(gw):
     assert limited.json()["error"] == "too_many_requests"
     assert int(limited.headers["Retry-After"]) > 0
     assert statuses.index(429) < 29, "the gateway limits before the API's per-address cap"
+    # The API counted the failures it saw against the guesser's own address (X-Forwarded-For
+    # from the gateway, PHOTO_SYNC_HO_TRUSTED_PROXIES=1), not against the gateway's.
+    with gw.ho.catalog() as conn:
+        counted = conn.execute("SELECT count(*) AS n FROM auth_failure WHERE key = %s",
+                               ("addr:127.0.0.3",)).fetchone()["n"]
+    assert counted == statuses.count(401)
 
     store_id, secret = gw.ho.add_store("neighbour")
     other = _client(gw.gateway, source="127.0.0.4")
