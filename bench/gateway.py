@@ -9,11 +9,13 @@ One catalog and bucket served four ways, all on 127.0.0.1:
   download_s3         wrk: presigned URLs straight at S3 (the floor)
   download_api        wrk: the API's own download endpoint, bytes through Python (today)
   full_sync_gateway   `photo-sync-edge pull --mode full` through https and the gateway
+  full_sync_gateway_presigned  the same with presigned URLs that point at the gateway
   full_sync_api       the same straight at gunicorn, bytes through Python (today)
   rclone              `rclone copy --transfers 8` of the bucket to local disk
 
 and the HO API's CPU seconds per GB delivered (its gunicorn master and workers, read from
-/proc before and after each wrk run) for the gateway path vs the through-Python path.
+/proc before and after each wrk run) for the gateway path vs the through-Python path;
+nginx's CPU is recorded beside it, and counted in the gateway full syncs' CPU total.
 Every time is a whole process's wall time (bench/run.py's `timed`). Writes
 bench/results/gateway.json (or --out); the machine is shared, so the figures are indicative.
 """
@@ -72,6 +74,15 @@ class GatewayBench(Bench):
         self.servers.append(server)
         return server
 
+    def pull_via(self, edge: dict, gateway, name: str) -> dict:
+        """A full pull (bench/run.py's `pull`) plus the CPU nginx spent meanwhile."""
+        pids = _nginx_pids(gateway)
+        before = sum(_proc_cpu(p) for p in pids)
+        result = self.pull(edge, "full", name=name)
+        result["cpu"]["nginx"] = round(sum(_proc_cpu(p) for p in pids) - before, 2)
+        result["cpu"]["total"] = round(result["cpu"]["total"] + result["cpu"]["nginx"], 2)
+        return result
+
     def wrk_cpu(self, name: str, base_url: str, paths: list[str], headers: list[str],
                 server=None, gateway=None) -> dict:
         """wrk, with the API's (and nginx's) CPU seconds per GB delivered."""
@@ -129,20 +140,32 @@ class GatewayBench(Bench):
         ca = {"PHOTO_SYNC_EDGE_CA_BUNDLE": str(gateway.tls.ca_path)}
         ho_gw = {**ho, "url": gateway.url, "server": accel_api}
 
-        full_gw, full_api, rcl = [], [], []
+        ho_pre = {**ho, "url": presign_gw.url, "server": presign_api}
+        pre_env = {**ca, "PHOTO_SYNC_EDGE_PRESIGNED_ORIGIN": presign_gw.url}
+
+        full_gw, full_pre, full_api, rcl = [], [], [], []
         for rep in range(args.reps):
-            full_gw.append(self.pull(self.make_edge(ho_gw, f"gw_{rep}", ca), "full",
-                                     name="pull_full_gateway"))
+            full_gw.append(self.pull_via(self.make_edge(ho_gw, f"gw_{rep}", ca), gateway,
+                                         "pull_full_gateway"))
             assert full_gw[-1]["summary"]["downloaded"] == args.photos, full_gw[-1]
+            full_pre.append(self.pull_via(self.make_edge(ho_pre, f"pre_{rep}", pre_env),
+                                          presign_gw, "pull_full_gateway_presigned"))
+            assert full_pre[-1]["summary"]["downloaded"] == args.photos, full_pre[-1]
+            if full_pre[-1]["api_downloads"]:
+                raise SystemExit("bench: the presigned sync through the gateway fell back to "
+                                 "the API's download endpoint: check the presigned location")
             full_api.append(self.pull(self.make_edge(ho, f"api_{rep}"), "full",
                                       name="pull_full_api"))
             rcl.append(self.rclone(ho, rep))
             assert rcl[-1]["files"] == args.photos, rcl[-1]
             log(f"rep {rep + 1}/{args.reps}: full sync through the gateway "
                 f"{full_gw[-1]['seconds']:.2f}s (API served {full_gw[-1]['api_downloads']} "
-                f"download headers), straight at the API {full_api[-1]['seconds']:.2f}s, "
+                f"download headers), presigned through the gateway "
+                f"{full_pre[-1]['seconds']:.2f}s, straight at the API "
+                f"{full_api[-1]['seconds']:.2f}s, "
                 f"rclone {rcl[-1]['seconds']:.2f}s")
         m["full_sync_gateway"] = _series(full_gw, total_mb, args.photos)
+        m["full_sync_gateway_presigned"] = _series(full_pre, total_mb, args.photos)
         m["full_sync_api"] = _series(full_api, total_mb, args.photos)
         m["rclone"] = _series(rcl, total_mb, args.photos)
 
@@ -227,6 +250,8 @@ def evaluate(results: dict) -> tuple[dict, dict]:
                                                / w["download_api"]["api_cpu_s_per_gb"], 3),
         "full_sync_gateway_vs_rclone": round(m["full_sync_gateway"]["median_seconds"]
                                              / m["rclone"]["median_seconds"], 2),
+        "full_sync_gateway_presigned_vs_rclone": round(
+            m["full_sync_gateway_presigned"]["median_seconds"] / m["rclone"]["median_seconds"], 2),
         "full_sync_api_vs_rclone": round(m["full_sync_api"]["median_seconds"]
                                          / m["rclone"]["median_seconds"], 2),
     }
