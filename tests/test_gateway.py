@@ -465,3 +465,32 @@ def test_tls_below_1_2_is_refused_and_http_redirects(gw):
     assert plain.headers["Location"] == f"{gw.gateway.url}{API_PREFIX}/health/"
     closed = gw_support.render({"ho_gateway_http_redirect": False, "ho_gateway_http_port": 8123})
     assert ":8123" not in closed, "no plain http listener at all when the redirect is off"
+
+
+@pytest.mark.parametrize("endpoint, ok", [
+    ("127.0.0.1:9000", True), ("https://ho-gateway.example", True),
+    ("https://ho-gateway.example:8443/", True), ("ftp://ho-gateway.example", False),
+    ("https://ho-gateway.example/photos", False), ("https://", False)])
+def test_public_endpoint_names_a_host_or_an_origin(endpoint, ok):
+    """S3_PUBLIC_ENDPOINT: host:port or http(s)://host:port; anything else is a ConfigError
+    at start-up, not a broken URL in every listing."""
+    from photo_sync.config import ConfigError
+    from photo_sync.ho.settings import HOSettings
+    env = {"PHOTO_SYNC_HO_S3_PUBLIC_ENDPOINT": endpoint}
+    if ok:
+        assert HOSettings.load(environ=env, need_jwt=False, need_s3=False,
+                               need_database=False).s3_public_endpoint == endpoint
+    else:
+        with pytest.raises(ConfigError, match="S3_PUBLIC_ENDPOINT"):
+            HOSettings.load(environ=env, need_jwt=False, need_s3=False, need_database=False)
+
+
+def test_presigned_urls_take_the_public_endpoints_scheme():
+    """HO talks plain http to S3 while stores get https URLs of the gateway (signing needs
+    no network: the region is given)."""
+    from photo_sync.ho.storage import Storage
+    storage = Storage("127.0.0.1:9", "key", "secret" * 4, "photos",
+                      public_endpoint="https://ho-gateway.example:8443")
+    assert storage.presign("a/b c.jpg", 60).startswith(
+        "https://ho-gateway.example:8443/photos/a/b%20c.jpg?X-Amz-Algorithm=")
+    assert storage.presign_path("a/b c.jpg", 60).startswith("/photos/a/b%20c.jpg?")
