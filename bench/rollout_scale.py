@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="leave the containers and the temp folder (remove them later with "
                              "`docker rm -f $(docker ps -aq --filter label=photo-sync.scale=1)`)")
     args = parser.parse_args(argv)
+    # A SIGTERM (timeout, Ctrl-C from a supervisor) still removes the containers below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("rollout-scale: terminated"))
     venv_bin = Path(sys.executable).parent
     folder = Path(tempfile.mkdtemp(prefix="photo-sync-rollout-scale-"))
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
