@@ -4,13 +4,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_PHOTOS ?= 1000
+FLEET_STORES ?= 50
 
-.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-report wheels clean
+.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-fleet bench-report wheels clean
 
 help:
 	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
 	@echo "make test   - every test: pytest against real services, lint, molecule scenarios"
 	@echo "make bench  - benchmarks against peers (BENCH_PHOTOS=$(BENCH_PHOTOS))"
+	@echo "make bench-fleet - one HO, FLEET_STORES=$(FLEET_STORES) stores syncing at once"
 	@echo "make bench-report - regenerate bench/RESULTS.md from bench/results/*.json"
 	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
 
@@ -51,6 +53,10 @@ clean:
 # bootstrap installs rclone and wrk, the peers the bench runs.
 bench: bootstrap
 	$(PY) bench/run.py --photos $(BENCH_PHOTOS)
+
+# One HO and FLEET_STORES agents on loopback (bench/fleet.py); writes bench/results/fleet-N.json.
+bench-fleet: bootstrap
+	$(PY) bench/fleet.py --stores $(FLEET_STORES)
 
 bench-report: bootstrap
 	$(PY) bench/report.py --plots

@@ -286,7 +286,148 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     sections = [table(r) for r in load_results(results_dir)]
     if not sections:
         sections = ["No results yet: run `make bench`.\n"]
+    fleet = [fleet_table(r) for r in load_fleet_results(results_dir)]
+    if fleet:
+        sections += [FLEET_HEADER, *fleet]
     return HEADER + "\n" + "\n".join(sections)
+
+
+# Fleet results (bench/fleet.py, `make bench-fleet`): one section per bench/results/fleet-N.json.
+
+FLEET_TARGETS = {
+    "fleet_vs_single": 1.0,         # fleet aggregate MB/s / one store alone, at least
+    "slowest_vs_median": 2.0,       # slowest store / median store (unthrottled), at most
+}
+
+FLEET_HEADER = """\\
+# Fleet: one HO, many stores at once
+
+`make bench-fleet` runs `bench/fleet.py`. On this machine's loopback it starts one PostgreSQL
+cluster (the HO catalog and one database per store), SeaweedFS and the HO API under gunicorn
+with the role's worker settings, registers every store with `photo-sync-ho store set` and its
+own secret, and starts one `photo-sync-edge pull --json` process per store, each at a random
+offset within a short window, as the timers' randomized delay would. One store alone, full
+sync, is the baseline for "no collapse under load".
+
+**Checked, not assumed.** After every scenario each store's rows are compared with HO's live
+catalog (ids, versions, checksums, `sync_status`) and `md5(image_binary)` with the checksum, in
+SQL on the store's database. A scenario counts as complete only when every store passes; its
+time runs from the first agent spawned to the last agent reaped.
+
+**Columns.** *Active s*: seconds in which at least one agent ran; the aggregate MB/s is the
+bytes the agents downloaded over those seconds. *Store s*: each agent's whole process, median
+and slowest (the throttled store left out of the ratio). *HO CPU*: the gunicorn master and
+workers (reaped workers included) during the scenario. *HO peak RSS*: master plus workers,
+sampled. *Latency*: HO's access log (gunicorn's request time, from the request read to the last
+byte written), so it leaves out the loopback hop and the agent's own queueing. *CPU s, the
+rest*: every agent process (reaped, so exact), `weed`, and the postmaster with its backends.
+
+**Caveat.** The agents, HO, S3 and PostgreSQL share the same cores here, where every store of a
+real fleet has its own machine: with many agents the wall times measure this machine's cores,
+and HO's CPU seconds are the figure that carries over to a real HO host.
+"""
+
+
+def _f(value, unit: str = "") -> str:
+    return NOT_RECORDED if value is None else f"{value}{unit}"
+
+
+def fleet_goals(results: dict) -> list[dict]:
+    """The issue's goals for one fleet run, as measured (met None: not measured)."""
+    s = results["scenarios"]
+    t = FLEET_TARGETS
+
+    def goal(what: str, value, wanted: str, met) -> dict:
+        return {"what": what, "value": value, "target": wanted,
+                "met": None if value is None else bool(met(value))}
+
+    goals = []
+    single, full = s.get("single_full"), s.get("full")
+    ratio = None
+    if single and full and single["mb_per_s"] and full["mb_per_s"] is not None:
+        ratio = round(full["mb_per_s"] / single["mb_per_s"], 2)
+    goals.append(goal(f"fleet aggregate MB/s at {results['stores']} stores vs one store alone "
+                      "(full sync)", ratio, f">= {t['fleet_vs_single']}x",
+                      lambda v: v >= t["fleet_vs_single"]))
+    for name, sc in s.items():
+        if name == "single_full":
+            continue
+        goals.append(goal(f"slowest store vs median, {name}",
+                          sc["store_seconds_unthrottled"]["slowest_vs_median"],
+                          f"<= {t['slowest_vs_median']}x", lambda v: v <= t["slowest_vs_median"]))
+    goals.append(goal("5xx answers from HO, every scenario",
+                      sum(sc["access_log"]["http_5xx"] for sc in s.values()) if s else None,
+                      "0", lambda v: v == 0))
+    goals.append(goal("stores incomplete or not byte-identical, every scenario",
+                      sum(len(sc["incomplete"]) for sc in s.values()) if s else None,
+                      "0", lambda v: v == 0))
+    return goals
+
+
+def fleet_table(results: dict) -> str:
+    """One fleet results file's section of RESULTS.md: setup, scenarios, goals, commands."""
+    r, ps, n = results, results["photo_set"], results["stores"]
+    ho = r["ho_server"]
+    door = "through the gateway" if ho["front_door"] == "gateway" else "directly"
+    lines = [
+        f"## {n} stores, {ps['count']} photos each ({ps['bytes_total'] / 1e6:.0f} MB, mean "
+        f"{ps['mean_kb']:.0f} KB, {ps['min_kb']:.0f}-{ps['max_kb']:.0f} KB)",
+        "",
+        f"Run {r['started_at'][:19]}Z; HO API: gunicorn {ho['workers']} workers x "
+        f"{ho['threads']} threads, reached {door}; "
+        f"agents started over {r['window_seconds']:g} s; edge PostgreSQL: "
+        f"{r['edge_postgresql']}. Raw figures: `bench/results/fleet-{n}.json`.",
+        "",
+        "| scenario | stores | complete, byte-identical | time to all complete (s) | active s "
+        "| MB/s | store s: median / slowest (ratio) | HO CPU s: total / per GB / per store "
+        "| HO peak RSS (MB) | list ms p50 / p99 | download ms p50 / p99 | 429s | 5xx "
+        "| CPU s, the rest: agents / S3 / PG |",
+        "|---|---:|:-:|---:|---:|---:|---|---|---:|---|---|---:|---:|---|",
+    ]
+    for name, sc in r["scenarios"].items():
+        st, log_ = sc["store_seconds_unthrottled"], sc["access_log"]
+        if st["median"] is None:
+            st = sc["store_seconds"]
+        complete = ("yes" if sc["complete"] else
+                    f"**no** ({sc['stores'] - sc['stores_complete']} incomplete)")
+        cpu = sc["cpu_seconds"]["ho_api"]
+        lines.append(
+            f"| {name}: {sc['description']} | {sc['stores']} | {complete} "
+            f"| {_f(sc['seconds_to_complete'])} | {sc['active_seconds']} | {_f(sc['mb_per_s'])} "
+            f"| {st['median']} / {st['max']} ({_f(st['slowest_vs_median'], 'x')}) "
+            f"| {cpu} / {_f(sc['ho_cpu_seconds_per_gb'])} / {sc['ho_cpu_seconds_per_store']} "
+            f"| {sc['ho_peak_rss_mb']} "
+            f"| {_f(log_['list']['p50_ms'])} / {_f(log_['list']['p99_ms'])} "
+            f"| {_f(log_['download']['p50_ms'])} / {_f(log_['download']['p99_ms'])} "
+            f"| {log_['http_429']} | {log_['http_5xx']} "
+            f"| {sc['cpu_seconds']['agents']} / {sc['cpu_seconds']['s3']} "
+            f"/ {sc['cpu_seconds']['postgres']} |")
+    throttled = r["scenarios"].get("full_throttled")
+    if throttled:
+        slow = [a for a in throttled["agents"] if a["throttled"]]
+        if slow:
+            lines += ["", f"The throttled store ({throttled['throttle_bytes_per_s']} bytes/s) "
+                          f"took {slow[0]['seconds']} s, ended `{slow[0].get('status')}`, and "
+                          f"{'passed' if slow[0]['check']['complete'] else 'failed'} the check."]
+    loads = [sc["loadavg_before"] for sc in r["scenarios"].values()]
+    if loads:
+        lines += ["", f"1-minute load average before the scenarios: {min(loads)}-{max(loads)}."]
+    lines += ["", "Goals (reported, not asserted):", "",
+              "| goal | measured | wanted | met |", "|---|---:|---:|:-:|"]
+    for g in r.get("goals") or fleet_goals(r):
+        met = "-" if g["met"] is None else "yes" if g["met"] else "**no**"
+        lines.append(f"| {g['what']} | {_v(g['value'])} | {g['target']} | {met} |")
+    lines += ["", "Exact commands (paths of the machine and secrets replaced by names):", ""]
+    lines += [f"- {name}: `{command}`" for name, command in r["commands"].items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def load_fleet_results(results_dir: Path) -> list[dict]:
+    """Every fleet-N.json in results_dir, the smallest fleet first."""
+    found = [json.loads(path.read_text()) for path in results_dir.glob("fleet-*.json")]
+    found.sort(key=lambda r: r["stores"])
+    return found
 
 
 def write_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD) -> Path:
