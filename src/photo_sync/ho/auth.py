@@ -29,18 +29,36 @@ def _unauthorized(detail: str) -> APIError:
     return APIError(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="photo-sync"'})
 
 
-def authenticate_request() -> uuid.UUID:
-    """The store id of the bearer token on this request; raises 401 for anything else."""
+# Tokens whose signature and claims this process has verified: (key, token) -> (store id,
+# token generation, exp). A store sends the same token on every request of a sync, so the
+# HMAC and claim checks run once per token rather than once per download. Only the
+# signature work is saved: exp is checked on every hit, and the store row (active, token
+# generation) is still read on every request, so revocation stays immediate. Bounded: the
+# whole map is dropped when full (a store's next request verifies its token again).
+_VERIFIED: dict = {}
+VERIFIED_MAX = 4096
+
+
+def decode_token() -> tuple[uuid.UUID, object]:
+    """(store id, token generation) of this request's bearer token; 401 unless it is valid.
+
+    Checks signature and claims only; `check_store` decides whether the store still
+    accepts the token."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise _unauthorized("missing bearer token: POST /api/v1/auth/token/ first")
+    key = (current_app.config["JWT_SECRET"], token)
+    hit = _VERIFIED.get(key)
+    if hit is not None and hit[2] > time.time():
+        return hit[0], hit[1]
     try:
         claims = jwt.decode(
-            token.strip(), current_app.config["JWT_SECRET"], algorithms=[ALGORITHM],
-            audience=AUDIENCE, issuer=ISSUER,
+            token, key[0], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
             options={"require": ["exp", "iat", "sub", "iss", "aud"]})
     except jwt.ExpiredSignatureError:
+        _VERIFIED.pop(key, None)
         raise _unauthorized("token expired: request a new one") from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
         raise _unauthorized("invalid token") from None
@@ -48,13 +66,29 @@ def authenticate_request() -> uuid.UUID:
         store_id = uuid.UUID(str(claims["sub"]))
     except ValueError:
         raise _unauthorized("invalid token subject") from None
-    with current_app.extensions["photo_sync"].pool.connection() as conn:
-        store = catalog.get_store(conn, store_id)
+    exp = claims["exp"]
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+        if len(_VERIFIED) >= VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = (store_id, claims.get("gen"), exp)
+    return store_id, claims.get("gen")
+
+
+def check_store(store: dict | None, generation) -> None:
+    """401 unless `store` (its catalog row, or None) is active and still issues `generation`."""
     if store is None or not store["active"]:
         raise _unauthorized("store is unknown or disabled")
-    if claims.get("gen") != store["token_generation"]:
+    if generation != store["token_generation"]:
         raise _unauthorized("token was revoked (secret rotated or store disabled): "
                             "request a new one")
+
+
+def authenticate_request() -> uuid.UUID:
+    """The store id of the bearer token on this request; raises 401 for anything else."""
+    store_id, generation = decode_token()
+    with current_app.extensions["photo_sync"].pool.connection() as conn:
+        store = catalog.get_store(conn, store_id)
+    check_store(store, generation)
     return store_id
 
 

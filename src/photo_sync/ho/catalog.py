@@ -233,6 +233,26 @@ def get_photo(conn: psycopg.Connection, photo_id: uuid.UUID) -> dict | None:
                         (photo_id,)).fetchone()
 
 
+_STORE_AND_PHOTO = (
+    "SELECT s.active AS store_active, s.token_generation AS store_token_generation, "
+    + ", ".join(f"p.{col.strip()}" for col in PHOTO_COLUMNS.split(","))
+    + " FROM sync_store s LEFT JOIN product_photo p ON p.id = %s WHERE s.id = %s")
+
+
+def get_store_and_photo(conn: psycopg.Connection, store_id: uuid.UUID,
+                        photo_id: uuid.UUID | None) -> tuple[dict | None, dict | None]:
+    """(store, photo) in one statement, for the download view's one catalog round trip.
+
+    store is {"active", "token_generation"} or None when unknown; photo is get_photo's row
+    (tombstones included) or None. `photo_id` None looks up the store alone."""
+    row = conn.execute(_STORE_AND_PHOTO, (photo_id, store_id)).fetchone()
+    if row is None:
+        return None, None
+    store = {"active": row.pop("store_active"),
+             "token_generation": row.pop("store_token_generation")}
+    return store, (row if row["id"] is not None else None)
+
+
 def find_photo(conn: psycopg.Connection, product_id: uuid.UUID, filename: str) -> dict | None:
     """The live photo of a product with this filename, or None."""
     return conn.execute(

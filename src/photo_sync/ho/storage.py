@@ -8,6 +8,8 @@ else); checksums come from the catalog.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import io
 import urllib.parse
 from collections.abc import Iterator
@@ -73,6 +75,61 @@ class ObjectStream:
                 callback()
 
 
+class Presigner:
+    """SigV4 query-string signing of GET URLs (what minio's presigned_get_object makes).
+
+    minio rebuilds the URL, the scope and the signing key on every call; a download behind
+    the gateway needs one presign, so the per-day signing key and the fixed parts are kept
+    here. The result is byte for byte minio's for the same time (tests compare them)."""
+
+    def __init__(self, client: Minio, bucket: str, access_key: str, secret_key: str,
+                 region: str):
+        # minio decides the host (and whether a default port is kept); ask it once, no
+        # network call since the region is given.
+        sample = urllib.parse.urlsplit(client.presigned_get_object(
+            bucket, "x", expires=dt.timedelta(seconds=60)))
+        self.origin = f"{sample.scheme}://{sample.netloc}"
+        self._host = sample.netloc
+        self._bucket_path = f"/{bucket}/"
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._region = region
+        # (day, signing key) in one attribute: threads read and replace it whole.
+        self._cached = ("", b"")
+
+    def path_and_query(self, object_key: str, ttl_seconds: int,
+                       now: dt.datetime | None = None) -> str:
+        """`/<bucket>/<key>?<signed query>` of a GET valid `ttl_seconds` from `now`."""
+        if not 1 <= ttl_seconds <= 604800:
+            raise ValueError("expires must be between 1 second and 7 days")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        amz_date = now.strftime("%Y%m%dT%H%M%SZ")
+        day = amz_date[:8]
+        cached = self._cached
+        if cached[0] != day:
+            cached = self._cached = (day, _derive_key(self._secret_key, day, self._region))
+        key = cached[1]
+        scope = f"{day}/{self._region}/s3/aws4_request"
+        path = self._bucket_path + urllib.parse.quote(object_key, safe="/").replace("%7E", "~")
+        credential = urllib.parse.quote(f"{self._access_key}/{scope}", safe="")
+        query = (f"X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}"
+                 f"&X-Amz-Date={amz_date}&X-Amz-Expires={ttl_seconds}"
+                 "&X-Amz-SignedHeaders=host")
+        # The query above is already in canonical (sorted) order.
+        canonical = f"GET\n{path}\n{query}\nhost:{self._host}\n\nhost\nUNSIGNED-PAYLOAD"
+        to_sign = (f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n"
+                   f"{hashlib.sha256(canonical.encode()).hexdigest()}")
+        signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        return f"{path}?{query}&X-Amz-Signature={signature}"
+
+
+def _derive_key(secret_key: str, day: str, region: str) -> bytes:
+    key = ("AWS4" + secret_key).encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
 class Storage:
     """HO's photo bucket: put, stream, presign and remove objects, check the bucket."""
 
@@ -98,6 +155,17 @@ class Storage:
         public_host, public_secure = _endpoint_and_scheme(public_endpoint or endpoint, secure)
         self._public = Minio(public_host, access_key=access_key, secret_key=secret_key,
                              secure=public_secure, region=region, http_client=http)
+        self._signers: dict[str, Presigner] = {}
+        self._signer_args = (bucket, access_key, secret_key, region)
+
+    def _signer(self, which: str) -> Presigner:
+        """The Presigner for HO's own endpoint ("own") or the stores' ("public"), made on
+        first use so a bucket name minio refuses is a request's error, as it always was."""
+        signer = self._signers.get(which)
+        if signer is None:
+            client = self._client if which == "own" else self._public
+            signer = self._signers[which] = Presigner(client, *self._signer_args)
+        return signer
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
@@ -109,18 +177,15 @@ class Storage:
 
     def presign(self, object_key: str, ttl_seconds: int) -> str:
         """A GET URL for one object that works without credentials until it expires."""
-        return self._public.presigned_get_object(self.bucket, object_key,
-                                                 expires=dt.timedelta(seconds=ttl_seconds))
+        signer = self._signer("public")
+        return signer.origin + signer.path_and_query(object_key, ttl_seconds)
 
     def presign_path(self, object_key: str, ttl_seconds: int) -> str:
         """`/<bucket>/<key>?<presigned query>` of a GET signed for HO's own S3 endpoint.
 
         For the gateway's X-Accel-Redirect: nginx sends it to S3 with `Host:` set to
         PHOTO_SYNC_HO_S3_ENDPOINT (ho_gateway_s3_host), the host it was signed for."""
-        url = self._client.presigned_get_object(self.bucket, object_key,
-                                                expires=dt.timedelta(seconds=ttl_seconds))
-        parts = urllib.parse.urlsplit(url)
-        return f"{parts.path}?{parts.query}"
+        return self._signer("own").path_and_query(object_key, ttl_seconds)
 
     def public_url(self, object_key: str) -> str:
         """The object's plain S3 URL (for `image_url` when no PUBLIC_IMAGE_BASE is set)."""
