@@ -63,17 +63,25 @@ def fleet(ho_stack, photo_factory, make_edge, tmp_path_factory):
         stores[name] = edge
         hosts[name] = {"edge_photo_sync_config_dir": str(config_dir)}
     inventory = root / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {
+    inventory.write_text(yaml.safe_dump(local_inventory(hosts)))
+    return ho, stores, inventory
+
+
+def local_inventory(stores: dict, **groups) -> dict:
+    """Stores (and other groups) as local connections: this machine's user and the test
+    venv stand in for the role's service user and venv."""
+    return {"all": {
         "vars": {
             "ansible_connection": "local",
             "ansible_python_interpreter": sys.executable,
-            # This machine's own user and the test venv stand in for the role's.
             "ansible_become": False,
             "edge_photo_sync_user": getpass.getuser(),
             "edge_photo_sync_venv": str(BIN.parent),
+            "ho_sync_api_user": getpass.getuser(),
+            "ho_sync_api_venv": str(BIN.parent),
         },
-        "children": {"stores": {"hosts": hosts}}}}))
-    return ho, stores, inventory
+        "children": {"stores": {"hosts": stores},
+                     **{name: {"hosts": hosts} for name, hosts in groups.items()}}}}
 
 
 def test_verify_playbook_names_drift_fails_on_request_and_repairs(fleet):
@@ -135,6 +143,37 @@ def test_verify_playbook_in_check_mode_never_repairs(fleet):
     assert edge.photos()[victim][2] == "synced"
 
 
+def test_status_playbook_shows_hos_fleet_view_also_with_a_store_unreachable(fleet, tmp_path):
+    ho, stores, inventory = fleet
+    hosts = yaml.safe_load(inventory.read_text())["all"]["children"]["stores"]["hosts"]
+    # A store the controller cannot reach at all: SSH to a loopback port nothing listens on.
+    hosts["store-x"] = {"ansible_connection": "ssh", "ansible_host": "127.0.0.1",
+                        "ansible_port": 9, "ansible_ssh_common_args": "-o ConnectTimeout=3"}
+    ho_dir = tmp_path / "ho"
+    ho_dir.mkdir()
+    (ho_dir / "ho.env").write_text("".join(f"{k}={v}\n" for k, v in ho.env.items()))
+    with_ho = tmp_path / "hosts.yml"
+    with_ho.write_text(yaml.safe_dump(local_inventory(
+        hosts, ho={"ho-1": {"ho_sync_api_config_dir": str(ho_dir)}})))
+
+    run = playbook("status.yml", with_ho)
+    assert "photo-sync fleet status (4 stores)" in run.stdout, run.stdout[-3000:]
+    assert re.search(r"store-a +20\d\d-", run.stdout), run.stdout[-3000:]
+    assert re.search(r"store-x +ERROR", run.stdout)
+    # HO's own view follows the table: every registered store, by id.
+    assert "photo-sync-ho fleet" in run.stdout and "catalog: 6 live photos" in run.stdout
+    for edge in stores.values():
+        assert edge.store_id in run.stdout
+    assert run.returncode != 0, "an unreachable store still fails the run"
+
+    broken = tmp_path / "broken.yml"
+    broken.write_text(yaml.safe_dump(local_inventory(
+        hosts, ho={"ho-1": {"ho_sync_api_config_dir": str(tmp_path / "nowhere")}})))
+    run = playbook("status.yml", broken, "--limit", "store-a,ho-1")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "the HO fleet view is not available from ho-1" in run.stdout, run.stdout[-4000:]
+
+
 # monitoring.yml -------------------------------------------------------------------------
 
 @pytest.fixture
@@ -164,7 +203,8 @@ def test_monitoring_playbook_refuses_rules_promtool_rejects(prometheus_host, tmp
     broken = tmp_path / "broken.rules.yml"
     broken.write_text("groups:\n  - name: x\n    rules:\n      - alert: Broken\n"
                       "        expr: 'sum(('\n")
-    run = playbook("monitoring.yml", inventory, "-e", f"photo_sync_prometheus_rules_dir={rules_dir}",
+    run = playbook("monitoring.yml", inventory,
+                   "-e", f"photo_sync_prometheus_rules_dir={rules_dir}",
                    "-e", "photo_sync_prometheus_service=",
                    "-e", f"photo_sync_prometheus_rules_src={broken}")
     assert run.returncode != 0
