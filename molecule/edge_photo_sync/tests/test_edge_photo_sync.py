@@ -212,8 +212,10 @@ def test_weekly_verify_is_scheduled(host):
 
 def test_weekly_verify_ran_and_left_its_metrics(host):
     """side_effect started the unit once on the healed store: success, a clean textfile."""
-    result = show(host, "photo-sync-edge-verify.service", "Result", "ExecMainStatus")
+    result = show(host, "photo-sync-edge-verify.service", "Result", "ExecMainStatus",
+                  "ExecMainExitTimestampMonotonic")
     assert (result["Result"], result["ExecMainStatus"]) == ("success", "0")
+    assert int(result["ExecMainExitTimestampMonotonic"]) > 0, "the unit never ran"
     prom = host.file("/var/lib/prometheus/node-exporter/photo_sync_verify.prom")
     assert prom.user == "photo_sync" and prom.mode == 0o644
     assert 'photo_sync_verify_photos{kind="corrupt"} 0' in prom.content_string
