@@ -21,6 +21,7 @@ from ansible.module_utils.testing import patch_module_args
 
 from photo_sync.edge import schema
 from photo_sync.edge.engine import RunSummary, run_sync
+from photo_sync.edge.verify import VerifyResult
 from photo_sync.errors import ConfigError, HOUnreachable, LockHeld, SchemaMissing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +41,7 @@ common = _load("ansible.module_utils.photo_sync_common", ROOT / "module_utils" /
 pg_bytea_schema = _load("pg_bytea_schema", ROOT / "library" / "pg_bytea_schema.py")
 photo_sync_pull = _load("photo_sync_pull", ROOT / "library" / "photo_sync_pull.py")
 photo_sync_report = _load("photo_sync_report", ROOT / "library" / "photo_sync_report.py")
+photo_sync_verify = _load("photo_sync_verify", ROOT / "library" / "photo_sync_verify.py")
 
 
 @pytest.fixture
@@ -141,6 +143,35 @@ def test_reset_result(counts, changed, queries):
 ], ids=["check-queued", "check-empty", "delivered", "nothing-delivered"])
 def test_report_result_check_mode_says_what_it_would_deliver(reported, pending, check, expected):
     assert photo_sync_report.report_result(reported, pending, check) == expected
+
+
+def _found(**ids) -> dict:
+    return VerifyResult(listed=5, held=5, repaired=ids.pop("repaired", None), **ids).as_dict()
+
+
+@pytest.mark.parametrize("found, check, repair, changed", [
+    (_found(), True, True, False),
+    (_found(repaired=0), False, True, False),
+    # Extras are left to a full pull: nothing for a repair to mark.
+    (_found(extra=["e"]), True, True, False),
+    (_found(extra=["e"], repaired=0), False, True, False),
+    (_found(corrupt=["c"]), True, True, True),
+    (_found(stale=["s"]), True, False, False),
+    (_found(missing=["m"], stale=["s"], repaired=2), False, True, True),
+    (_found(missing=["m"]), False, False, False),
+])
+def test_verify_result_changed_is_what_the_repair_marks(found, check, repair, changed):
+    result = photo_sync_verify.verify_result(found, check, repair)
+    assert result["changed"] is changed
+    assert result["matches"] is not any(result["counts"].values())
+    assert result["ids"]["missing"] == found["missing"]
+
+
+def test_verify_drift_message_counts_what_differs():
+    result = photo_sync_verify.verify_result(_found(missing=["m"], corrupt=["a", "b"]),
+                                             True, True)
+    msg = photo_sync_verify.drift_message(result)
+    assert "1 missing, 2 corrupt" in msg and "stale" not in msg
 
 
 def test_sync_kwargs_ask_the_engine_for_ids_only_in_check_mode():
@@ -282,7 +313,7 @@ def test_tls_options_reach_the_engine_settings(tmp_path, run_main):
 # Documentation ------------------------------------------------------------------------
 
 MODULES = {"pg_bytea_schema": pg_bytea_schema, "photo_sync_pull": photo_sync_pull,
-           "photo_sync_report": photo_sync_report}
+           "photo_sync_report": photo_sync_report, "photo_sync_verify": photo_sync_verify}
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +345,7 @@ def test_documentation_matches_the_argument_spec(rendered_docs, name):
     ("pg_bytea_schema", {"clear_binary", "database_url"}),
     ("photo_sync_pull", {"ca_bundle", "allow_http"}),
     ("photo_sync_report", {"ca_bundle", "allow_http"}),
+    ("photo_sync_verify", {"repair", "fail_on_drift", "ca_bundle"}),
 ])
 def test_new_options_are_documented(rendered_docs, name, options):
     docs = rendered_docs[name]["doc"]["options"]
@@ -338,3 +370,5 @@ def test_documented_return_values_are_what_the_modules_return(rendered_docs):
         returns["photo_sync_pull"]
     assert set(photo_sync_report.report_result(0, 0, check_mode=True)) - own == \
         returns["photo_sync_report"]
+    assert set(photo_sync_verify.verify_result(VerifyResult().as_dict(), True, True)) - own == \
+        returns["photo_sync_verify"]

@@ -255,3 +255,60 @@ def test_photo_sync_pull_check_mode_tells_the_truth(module_ho, make_edge, tmp_pa
     again, _ = ansible("photo_sync_pull", args, "--check")
     assert again["changed"] is False and again["summary"]["downloaded"] == 0
     assert not (_ids_in(again["plan"]) & set(ho_live_photos(module_ho)))
+
+
+def test_photo_sync_verify_reports_drift_repairs_and_the_pull_heals(module_ho, make_edge,
+                                                                     tmp_path):
+    """Check mode names what differs and changes nothing; the real run marks it (changed,
+    not failed); the next incremental pull downloads it; then the store matches HO."""
+    edge = make_edge(module_ho)
+    config = edge.write_config(tmp_path / "edge.env")
+    result, _ = edge.pull("full", "--no-report")
+    assert result.returncode == 0, result.stderr
+    args = {"config": str(config)}
+
+    clean, _ = ansible("photo_sync_verify", args)
+    assert (clean["changed"], clean["matches"], clean["repaired"]) == (False, True, 0)
+    assert clean["listed"] == clean["held"] == 12
+
+    gone, corrupt = sorted(edge.photos())[:2]
+    with edge.db() as conn:
+        conn.execute("DELETE FROM product_photo WHERE id = %s", (gone,))
+        conn.execute("UPDATE product_photo SET image_binary = 'not the photo' WHERE id = %s",
+                     (corrupt,))
+
+    check, output = ansible("photo_sync_verify", args, "--check")
+    assert "failed" not in check, output[-2000:]
+    assert (check["changed"], check["matches"], check["repaired"]) == (True, False, None)
+    assert check["counts"] == {"missing": 1, "extra": 0, "stale": 0, "corrupt": 1}
+    assert (check["ids"]["missing"], check["ids"]["corrupt"]) == ([gone], [corrupt])
+    assert edge.photos()[corrupt][2] == "synced", "check mode marks nothing"
+
+    failing, _ = ansible("photo_sync_verify", {**args, "fail_on_drift": True}, "--check")
+    assert failing.get("failed") and "1 missing, 1 corrupt" in failing["msg"]
+
+    real, _ = ansible("photo_sync_verify", args)
+    assert (real["changed"], real["matches"], real["repaired"]) == (True, False, 2)
+    assert edge.photos()[corrupt][2] == "pending"
+
+    result, summary = edge.pull("incremental", "--no-report")
+    assert result.returncode == 0, result.stderr
+    assert summary["downloaded"] == 2
+    assert_edge_matches_ho(edge, module_ho)
+    after, _ = ansible("photo_sync_verify", args, "--check")
+    assert (after["changed"], after["matches"]) == (False, True)
+    assert after["counts"] == {"missing": 0, "extra": 0, "stale": 0, "corrupt": 0}
+
+
+def test_photo_sync_verify_failures_are_errors_not_drift(module_ho, make_edge):
+    """HO unreachable fails the task with what to check; the secret never shows."""
+    edge = make_edge(module_ho)
+    args = {"database_url": edge.database_url, "ho_url": "http://127.0.0.1:9",
+            "store_id": edge.store_id, "store_secret": edge.secret, "retries": 0,
+            "timeout": 2}
+    result, output = ansible("photo_sync_verify", args, "-vvv")
+    assert result.get("failed")
+    assert result["msg"].startswith("verify of the store against HO stopped: ")
+    assert "cannot reach HO API at http://127.0.0.1:9" in result["msg"]
+    assert "matches" not in result, "an error is not a verdict about drift"
+    assert edge.secret not in output and "Traceback" not in output
