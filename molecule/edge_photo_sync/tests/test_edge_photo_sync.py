@@ -166,6 +166,11 @@ def test_photo_server_serves_the_stored_bytes_with_their_etag(host):
     again = fetch(host, f"/photos/{photo_id}", {"If-None-Match": f'"{checksum}"'})
     assert again["status"] == 304
     assert fetch(host, "/health")["status"] == 200
+    # The first GET filled the unit's CacheDirectory (named <md5>-<length>); a second one
+    # is answered from that file with the same bytes.
+    cached = host.file(f"/var/cache/{SERVE.removesuffix('.service')}/{checksum}-{got['length']}")
+    assert cached.exists and cached.user == "photo_sync_serve" and cached.size == got["length"]
+    assert fetch(host, f"/photos/{photo_id}")["md5"] == checksum
 
 
 def test_photo_server_role_cannot_write(host):
