@@ -20,6 +20,10 @@ __all__ = ["bp", "json_body", "parse_datetime", "photo_json"]
 bp = Blueprint("api_v1", __name__, url_prefix=protocol.API_PREFIX)
 
 MAX_OFFSET = 10**9
+# The presigned URL in an X-Accel-Redirect goes only to nginx, which uses it within
+# milliseconds; minutes rather than seconds so clock skew between API hosts and S3 is no
+# outage.
+ACCEL_PRESIGN_TTL = 300
 MAX_ERROR_TEXT = 4000
 
 
@@ -211,7 +215,8 @@ def list_photos():
 @bp.get("/sync/product-photos/<photo_id>/download/")
 @auth.store_required
 def download(photo_id: str):
-    """Stream one photo's bytes with checksum, version and ETag (304 when the ETag is current)."""
+    """One photo's bytes with checksum, version and ETag (304 when the ETag is current),
+    streamed from S3 or, behind the ho_gateway, handed to nginx (X-Accel-Redirect)."""
     auth.check_store_param(request.args.get("store_id"))
     photo_uuid = _photo_uuid(photo_id)
     with _ext().pool.connection() as conn:
@@ -237,6 +242,8 @@ def download(photo_id: str):
         response.headers["Content-Length"] = str(row["size"])
         response.set_etag(etag)
         return response
+    if _ext().settings.accel_redirect:
+        return _accel_redirect(row, headers, etag)
     inflight, store_id = _ext().inflight, g.store_id
     if not inflight.enter(store_id, current_app.config["MAX_DOWNLOADS_PER_STORE"]):
         raise APIError(429, "too_many_requests",
@@ -256,6 +263,25 @@ def download(photo_id: str):
     chunks.on_close.append(lambda: inflight.leave(store_id))
     response = Response(chunks, mimetype=row["content_type"], headers=headers,
                         direct_passthrough=True)
+    response.set_etag(etag)
+    return response
+
+
+def _accel_redirect(row: dict, headers: dict, etag: str) -> Response:
+    """The download handed to the ho_gateway: an empty answer with X-Accel-Redirect.
+
+    The URI carries what nginx drops on an internal redirect (checksums, version) and a
+    presigned S3 GET: `/_s3/<md5>/<sha256 or ->/<version>/<bucket>/<key>?<query>`. The
+    per-worker in-flight counter is not taken: the API returns at once, nginx streams the
+    bytes, and the gateway's limit_conn per store is the cap on that transfer."""
+    target = _ext().storage.presign_path(row["object_key"], ACCEL_PRESIGN_TTL)
+    sha256 = row["checksum_sha256"] or "-"
+    response = Response(status=200, headers=headers)
+    # No Content-Type: nginx would keep it through the redirect, on its own JSON errors too
+    # (S3 missing, S3 down); S3 sends the photo's own, stored by the importer.
+    del response.headers["Content-Type"]
+    response.headers["X-Accel-Redirect"] = (f"/_s3/{row['checksum']}/{sha256}/"
+                                            f"{row['version']}{target}")
     response.set_etag(etag)
     return response
 

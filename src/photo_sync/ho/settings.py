@@ -27,6 +27,16 @@ def _default_workers() -> int:
     return min(4, multiprocessing.cpu_count() * 2)
 
 
+def _public_endpoint(raw: str) -> str:
+    """S3_PUBLIC_ENDPOINT as given: host:port, or http(s)://host:port (e.g. the ho_gateway)."""
+    if "://" in raw:
+        scheme, _, rest = raw.partition("://")
+        if scheme not in ("http", "https") or not rest.strip("/") or "/" in rest.strip("/"):
+            raise ConfigError(f"{PREFIX}S3_PUBLIC_ENDPOINT must be host:port or "
+                              "http(s)://host:port (no path), e.g. https://ho-gateway.example")
+    return raw
+
+
 @dataclass(frozen=True)
 class HOSettings:
     """Every HO setting, typed and checked; S3 and the JWT key only where they are needed."""
@@ -45,6 +55,9 @@ class HOSettings:
     presigned_downloads: bool = False
     s3_public_endpoint: str = ""
     presign_ttl: int = 900
+    # Behind the ho_gateway nginx: downloads answer X-Accel-Redirect and nginx fetches the
+    # bytes from S3, so no photo byte passes through Python.
+    accel_redirect: bool = False
     # gunicorn (gunicorn_conf.py) and the app's pool size.
     bind: str = "127.0.0.1:8080"
     workers: int = 0  # 0: min(4, 2 x CPUs), see `worker_count`
@@ -115,8 +128,9 @@ class HOSettings:
             public_image_base=s.get("PUBLIC_IMAGE_BASE", ""),
             max_downloads_per_store=s.get_int("MAX_DOWNLOADS_PER_STORE", 16, minimum=1),
             presigned_downloads=s.get_bool("PRESIGNED_DOWNLOADS", False),
-            s3_public_endpoint=s.get("S3_PUBLIC_ENDPOINT", ""),
+            s3_public_endpoint=_public_endpoint(s.get("S3_PUBLIC_ENDPOINT", "")),
             presign_ttl=s.get_int("PRESIGN_TTL", 900, minimum=60),
+            accel_redirect=s.get_bool("ACCEL_REDIRECT", False),
             bind=s.get("BIND", "127.0.0.1:8080"),
             workers=s.get_int("WORKERS", 0, minimum=0),
             threads=s.get_int("THREADS", 8, minimum=1),

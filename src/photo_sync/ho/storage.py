@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import urllib.parse
 from collections.abc import Iterator
 
 import urllib3
@@ -31,6 +32,16 @@ class ObjectMissing(Exception):
 
 def _is_missing(exc: S3Error) -> bool:
     return exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
+
+
+def _endpoint_and_scheme(endpoint: str, secure: bool) -> tuple[str, bool]:
+    """(host:port, secure) of an S3 endpoint given as host:port or as an http(s):// URL."""
+    if "://" not in endpoint:
+        return endpoint, secure
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+        raise ValueError(f"S3 endpoint {endpoint!r} must be host:port or http(s)://host:port")
+    return parts.netloc, parts.scheme == "https"
 
 
 class ObjectStream:
@@ -82,10 +93,11 @@ class Storage:
         self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
                              secure=secure, region=region, http_client=http)
         # Presigned URLs are signed for the host the stores use; signing needs no network
-        # call because the region is given.
-        self._public = Minio(public_endpoint or endpoint, access_key=access_key,
-                             secret_key=secret_key, secure=secure, region=region,
-                             http_client=http)
+        # call because the region is given. `https://gateway:443` names the scheme too (the
+        # stores reach S3 through the ho_gateway's TLS while HO talks plain http to S3).
+        public_host, public_secure = _endpoint_and_scheme(public_endpoint or endpoint, secure)
+        self._public = Minio(public_host, access_key=access_key, secret_key=secret_key,
+                             secure=public_secure, region=region, http_client=http)
 
     @classmethod
     def from_settings(cls, settings) -> "Storage":
@@ -99,6 +111,16 @@ class Storage:
         """A GET URL for one object that works without credentials until it expires."""
         return self._public.presigned_get_object(self.bucket, object_key,
                                                  expires=dt.timedelta(seconds=ttl_seconds))
+
+    def presign_path(self, object_key: str, ttl_seconds: int) -> str:
+        """`/<bucket>/<key>?<presigned query>` of a GET signed for HO's own S3 endpoint.
+
+        For the gateway's X-Accel-Redirect: nginx sends it to S3 with `Host:` set to
+        PHOTO_SYNC_HO_S3_ENDPOINT (ho_gateway_s3_host), the host it was signed for."""
+        url = self._client.presigned_get_object(self.bucket, object_key,
+                                                expires=dt.timedelta(seconds=ttl_seconds))
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.path}?{parts.query}"
 
     def public_url(self, object_key: str) -> str:
         """The object's plain S3 URL (for `image_url` when no PUBLIC_IMAGE_BASE is set)."""
