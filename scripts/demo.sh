@@ -3,9 +3,11 @@
 #
 #   1. a Docker engine and the local systemd images (nothing is pulled)
 #   2. the demo fleet: HO and three stores as systemd containers (network psync-demo)
-#   3. HO deployed (catalog, SeaweedFS S3, sync API), sample JPEGs generated here and imported
-#   4. ansible-playbook -i inventories/demo playbooks/rollout.yml: every store migrated,
-#      agent and timers installed, first sync
+#   3. HO deployed (catalog, SeaweedFS S3, sync API, and the nginx gateway with TLS: a private
+#      CA and the gateway's certificate are made here, in build/demo-secrets/tls), sample JPEGs
+#      generated here and imported
+#   4. ansible-playbook -i inventories/demo playbooks/rollout.yml: every store given the CA,
+#      migrated, agent and timers installed, first sync through https://psync-ho (the gateway)
 #   5. the fleet summary, and one photo read back from a store's database, checksum verified
 #
 # Re-running it reuses what is there (containers, images, secrets) and converges again.
@@ -57,7 +59,7 @@ for name in "$ho" "${stores[@]}"; do
     done
 done
 
-step "HO: catalog, S3 server, sync API"
+step "HO: catalog, S3 server, sync API, gateway (https://$ho)"
 ansible-playbook -i inventories/demo playbooks/deploy-ho.yml
 
 step "Sample product photos, generated here and imported at HO"
@@ -94,6 +96,10 @@ cat <<NEXT
   python scripts/demo-photos.py build/demo/more --start 101 --count 5 &&
     ansible-playbook -i inventories/demo playbooks/import-photos.yml -e photo_dir=build/demo/more
   docker exec psync-store1 systemctl list-timers 'photo-sync*'                 # the schedule
+  docker exec psync-store1 python3 -c "import ssl, urllib.request; print(urllib.request.urlopen(
+    'https://psync-ho/api/v1/health/', context=ssl.create_default_context(
+    cafile='/etc/ssl/photo-sync-ho-ca.pem')).read().decode())"              # HO through the gateway
+  docker exec psync-ho tail -3 /var/log/nginx/access.log                      # the gateway's JSON log
   docker exec psync-store1 systemctl start photo-sync-edge@incremental          # what the timer runs
   ansible-playbook -i inventories/demo playbooks/rollout.yml --check --diff     # nothing to change
   ansible-playbook -i inventories/demo playbooks/rollback.yml                   # asks first

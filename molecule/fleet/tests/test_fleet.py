@@ -11,6 +11,8 @@ import testinfra
 testinfra_hosts = ["ansible://all"]
 
 STORES = ("fleet-store1", "fleet-store2", "fleet-store3")
+CATALOG, API2, GATEWAY = "fleet-ho", "fleet-ho2", "fleet-ho"
+API_HOSTS = (CATALOG, API2)
 HARDENING = {"ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
              "NoNewPrivileges": "yes"}
 
@@ -42,6 +44,20 @@ def is_store(host):
     return host.backend.get_hostname() in STORES
 
 
+def is_catalog(host):
+    return host.backend.get_hostname() == CATALOG
+
+
+def is_api(host):
+    return host.backend.get_hostname() in API_HOSTS
+
+
+def settings(host, path):
+    """The KEY=value lines of a root-only settings file."""
+    return dict(line.split("=", 1) for line in host.check_output(f"cat {path}").splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
 def psql(host, db, sql, user="postgres"):
     return host.check_output(f"runuser -u {user} -- psql -XAtq -d {db} -F '|' -c \"{sql}\"")
 
@@ -53,24 +69,80 @@ def ho_catalog(ho):
 
 
 def test_ho_serves_healthy_and_hardened(host, ho):
-    if is_store(host):
-        pytest.skip("HO only")
-    for unit in ("photo-sync-ho", "photo-sync-s3", "postgresql"):
+    if not is_api(host):
+        pytest.skip("API hosts only")
+    units = ("photo-sync-ho",) + (("photo-sync-s3", "postgresql") if is_catalog(host) else ())
+    for unit in units:
         assert host.service(unit).is_running, unit
     props = show(host, "photo-sync-ho", "Type", "User", *HARDENING)
     assert props.pop("Type") == "notify"
     assert props.pop("User") == "photo_sync"
     assert props == HARDENING
+    bind = settings(host, "/etc/photo-sync/ho.env")["PHOTO_SYNC_HO_BIND"]
     health = host.check_output(
         "python3 -c \"import urllib.request;"
-        "print(urllib.request.urlopen('http://127.0.0.1:8080/api/v1/health/').read().decode())\"")
+        f"print(urllib.request.urlopen('http://{bind}/api/v1/health/').read().decode())\"")
     assert json.loads(health)["status"] == "ok"
+
+
+def test_gunicorn_listens_on_the_private_address_only(host):
+    """Behind the gateway, gunicorn binds the host's private address, never every address."""
+    if not is_api(host):
+        pytest.skip("API hosts only")
+    bind = settings(host, "/etc/photo-sync/ho.env")["PHOTO_SYNC_HO_BIND"]
+    listening = host.check_output("ss -Hltn 'sport = :8080'").split()
+    assert bind in listening
+    assert "0.0.0.0:8080" not in listening and "*:8080" not in listening
+    assert not bind.startswith(("0.0.0.0", "127."))
+
+
+def test_api_only_host_has_no_catalog_of_its_own(host):
+    """The second API host reaches the catalog over the network, as its own login, over TLS."""
+    if host.backend.get_hostname() != API2:
+        pytest.skip("the API-only host")
+    url = settings(host, "/etc/photo-sync/ho.env")["PHOTO_SYNC_HO_DATABASE_URL"]
+    assert url.startswith("postgresql://photo_sync_api:") and f"@{CATALOG}/" in url
+    assert url.endswith("sslmode=require")
+    assert not host.service("photo-sync-s3").is_running
+
+
+def test_gateway_serves_tls_and_keeps_its_key_private(host):
+    if host.backend.get_hostname() != GATEWAY:
+        pytest.skip("the gateway")
+    assert host.service("nginx").is_running
+    key = host.file("/etc/nginx/tls/ho_gateway.key")
+    assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+    listening = host.check_output("ss -Hltn").split()
+    assert "0.0.0.0:443" in listening
+    # The access log: which API host served, never a credential.
+    log = host.check_output("cat /var/log/nginx/access.log")
+    assert log.count('"path":"/api/v1/auth/token/"') >= 3
+    assert "Bearer" not in log and "eyJ" not in log and "secret" not in log.lower()
+
+
+def test_store_reaches_ho_through_the_gateway_over_tls(host):
+    """The agent's HO is https://<gateway>, verified against the CA the rollout put there."""
+    if not is_store(host):
+        pytest.skip("stores only")
+    env = settings(host, "/etc/photo-sync/edge.env")
+    assert env["PHOTO_SYNC_EDGE_HO_URL"] == f"https://{GATEWAY}"
+    assert env["PHOTO_SYNC_EDGE_CA_BUNDLE"] == "/etc/ssl/photo-sync-ho-ca.pem"
+    assert "PHOTO_SYNC_EDGE_ALLOW_HTTP" not in env
+    check = ("import json, ssl, urllib.request; ctx = ssl.create_default_context(cafile="
+             "'/etc/ssl/photo-sync-ho-ca.pem'); print(json.load(urllib.request.urlopen("
+             f"'https://{GATEWAY}/api/v1/health/', context=ctx))['status'])")
+    assert host.check_output(f'python3 -c "{check}"') == "ok"
+    # Plain http is only ever a redirect to https.
+    redirect = host.run(f"python3 -c \"import http.client; c = http.client.HTTPConnection("
+                        f"'{GATEWAY}', 80, timeout=10); c.request('GET', '/api/v1/health/'); "
+                        "r = c.getresponse(); print(r.status, r.getheader('Location'))\"")
+    assert redirect.stdout.strip() == f"301 https://{GATEWAY}/api/v1/health/"
 
 
 def test_ho_catalog_matches_the_imported_files(host, ho):
     """HO's checksums are those of the JPEGs the controller generated."""
-    if is_store(host):
-        pytest.skip("HO only")
+    if not is_catalog(host):
+        pytest.skip("the catalog host only")
     photos = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"], "photos")
     local = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in photos.glob("*.jpg")}
     catalog = {name: checksum for checksum, name in ho_catalog(ho).values()}
@@ -101,7 +173,7 @@ def test_store_agent_hardened(host):
 def test_every_installed_unit_scores_at_most_3(host):
     """systemd-analyze security: each service the roles installed on this host scores <= 3.0."""
     units = (("photo-sync-edge@incremental", "photo-sync-edge@full") if is_store(host)
-             else ("photo-sync-ho", "photo-sync-s3"))
+             else ("photo-sync-ho", "photo-sync-s3") if is_catalog(host) else ("photo-sync-ho",))
     for unit in units:
         out = host.check_output(f"systemd-analyze security {unit}.service")
         score = float(out.rsplit("Overall exposure level for", 1)[1].split(":")[1].split()[0])
@@ -109,9 +181,11 @@ def test_every_installed_unit_scores_at_most_3(host):
 
 
 def test_ho_secret_files_not_writable_by_the_services(host):
-    if is_store(host):
+    if not is_api(host):
         pytest.skip("HO only")
-    for path in ("/etc/photo-sync/ho.env", "/etc/photo-sync/s3.json"):
+    paths = ("/etc/photo-sync/ho.env", "/etc/photo-sync/s3.json") if is_catalog(host) else (
+        "/etc/photo-sync/ho.env",)
+    for path in paths:
         secrets = host.file(path)
         assert (secrets.user, secrets.group, secrets.mode) == ("root", "photo_sync", 0o640), path
 
@@ -140,8 +214,8 @@ def test_store_kept_its_old_table(host):
 
 
 def test_ho_received_every_store_report(host, ho):
-    if is_store(host):
-        pytest.skip("HO only")
+    if not is_catalog(host):
+        pytest.skip("the catalog host only")
     out = host.check_output("runuser -u photo_sync -- /opt/photo-sync/venv/bin/photo-sync-ho "
                             "--config /etc/photo-sync/ho.env store list --json")
     stores = {s["name"]: s for s in json.loads(out)}
