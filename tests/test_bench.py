@@ -239,3 +239,28 @@ def test_a_changed_gateway_or_rollout_figure_changes_results_md(tmp_path):
     (tmp_path / "gateway.json").unlink()
     (tmp_path / "rollout-scale.json").unlink()
     assert report.render(tmp_path) + "\n" == head
+
+
+def test_readme_capacity_figures_are_the_committed_json():
+    # The README's capacity model quotes measured figures: a rerun that changes them must
+    # change the README too, or this fails.
+    readme = (BENCH.parent / "README.md").read_text()
+    section = readme.split("\n## Capacity\n", 1)[1].split("\n## ", 1)[0]
+    wrk = json.loads((RESULTS / "gateway.json").read_text())["measurements"]["wrk"]
+    fleet = json.loads((RESULTS / "fleet-50.json").read_text())["scenarios"]
+    quoted = {
+        "fixed CPU-s per run": fleet["resync_nochange"]["ho_cpu_seconds_per_store"],
+        "bytes through Python": wrk["download_api"]["api_cpu_s_per_gb"],
+        "X-Accel through the gateway": wrk["download_gateway"]["api_cpu_s_per_gb"],
+        "presigned via the gateway": wrk["download_presigned"]["api_cpu_s_per_gb"],
+        "full syncs at once": fleet["full"]["ho_cpu_seconds_per_gb"],
+    }
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for words, value in quoted.items():
+        row = next(line for line in rows if words in line)
+        assert f"| {value} |" in row, (words, value, row)
+    assert f"nginx {wrk['download_gateway']['nginx_cpu_s_per_gb']})" in section
+    assert f"nginx {wrk['download_presigned']['nginx_cpu_s_per_gb']})" in section
+    peak = max(sc["ho_peak_rss_mb"] for sc in fleet.values())
+    assert f"{peak:.0f} MB" in section
+    assert f"{fleet['single_full']['ho_peak_rss_mb']:.0f} MB with one" in section
