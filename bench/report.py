@@ -1,9 +1,11 @@
-"""bench/RESULTS.md and the plots, generated from bench/results/photos-N.json and nothing else.
+"""bench/RESULTS.md and the plots, generated from bench/results/*.json and nothing else.
 
 RESULTS.md is this module's output: the fixed text below (which makes no numeric claim) plus
-one section per results file. `python bench/report.py` rewrites it; tests/test_bench.py checks
-that the committed file is exactly what this module makes of the committed JSON, so the prose
-and the numbers cannot drift apart. To change what RESULTS.md says, change this module or rerun
+one section per results file: photos-N.json (bench/run.py), fleet-N.json (bench/fleet.py),
+gateway.json (bench/gateway.py) and rollout-scale.json (bench/rollout_scale.py).
+`python bench/report.py` rewrites it; tests/test_bench.py checks that the committed file is
+exactly what this module makes of the committed JSON, so the prose and the numbers cannot
+drift apart. To change what RESULTS.md says, change this module or rerun
 the bench; never edit RESULTS.md.
 
 One boundary: every time is the whole process, from spawning the command to reaping it
@@ -289,6 +291,12 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     fleet = [fleet_table(r) for r in load_fleet_results(results_dir)]
     if fleet:
         sections += [FLEET_HEADER, *fleet]
+    gateway = load_gateway_results(results_dir)
+    if gateway:
+        sections += [GATEWAY_HEADER, gateway_table(gateway)]
+    rollout = load_rollout_results(results_dir)
+    if rollout:
+        sections += [ROLLOUT_HEADER, rollout_table(rollout)]
     return HEADER + "\n" + "\n".join(sections)
 
 
@@ -430,6 +438,168 @@ def load_fleet_results(results_dir: Path) -> list[dict]:
     return found
 
 
+# Gateway results (bench/gateway.py): bench/results/gateway.json, one section.
+
+GATEWAY_HEADER = """\
+# Gateway: downloads through nginx (roles/ho_gateway)
+
+`bench/gateway.py` serves one catalog and bucket four ways on this machine's loopback and
+measures each: the HO API's own download endpoint (bytes through Python), the same endpoint
+behind the gateway with `X-Accel-Redirect` (the API answers headers, nginx streams the bytes
+from S3), presigned URLs that point at the gateway (no API on the path), and presigned URLs
+straight at S3 (the floor). `wrk` drives each path; full syncs with the real CLI and `rclone
+copy` of the same bucket sit beside them. Times are whole processes, as above.
+
+**API CPU per GB** is the gunicorn master's and workers' CPU seconds during a wrk run over the
+bytes it delivered: what an HO host spends per GB on each path. nginx's CPU is shown beside it.
+The machine is shared with other work: the figures are indicative, not a capacity guarantee.
+"""
+
+_WRK_PATHS = (
+    ("download_api", "HO API download, bytes through Python"),
+    ("download_gateway", "HO API download through the gateway (X-Accel-Redirect)"),
+    ("download_presigned", "presigned URLs through the gateway (no API)"),
+    ("download_s3", "presigned URLs straight at S3 (the floor)"),
+)
+
+_SYNC_SERIES = (
+    ("full_sync_api", "photo-sync full sync, bytes through Python"),
+    ("full_sync_gateway", "photo-sync full sync through the gateway (X-Accel-Redirect)"),
+    ("full_sync_gateway_presigned", "photo-sync full sync, presigned URLs through the gateway"),
+    ("rclone", "rclone copy (S3 -> local disk)"),
+)
+
+_GATEWAY_TARGETS = {
+    "download_gateway_vs_s3": "direct S3 MB/s vs X-Accel through the gateway (wrk)",
+    "download_presigned_vs_s3": "direct S3 MB/s vs presigned through the gateway (wrk)",
+    "api_cpu_per_gb_gateway_vs_api": "API CPU s/GB, X-Accel through the gateway vs through "
+                                     "Python (wrk)",
+    "full_sync_gateway_vs_rclone": "full sync through the gateway vs rclone copy (time)",
+}
+
+
+def gateway_table(results: dict) -> str:
+    """The gateway results file's section of RESULTS.md: wrk per path, full syncs, targets."""
+    r, m, ps, mach = results, results["measurements"], results["photo_set"], results["machine"]
+    w = m["wrk"]
+    lines = [
+        f"## {r['photos']} photos ({ps['bytes_total'] / 1e6:.0f} MB, mean {ps['mean_kb']:.0f} "
+        f"KB, {ps['min_kb']:.0f}-{ps['max_kb']:.0f} KB), four download paths",
+        "",
+        f"Run {r['started_at'][:19]}Z on {mach['cpu']} ({mach['cores']} cores, "
+        f"{mach['mem_gib']} GiB), {mach['os']}, Python {mach['python']}; HO API: gunicorn "
+        f"{r['ho_server']['workers']} workers x {r['ho_server']['threads']} threads; gateway: "
+        f"{r['gateway']}. Raw figures: `bench/results/gateway.json`.",
+        "",
+        f"Downloads under load (`wrk -c {w['connections']} -d {w['seconds']}s`, one run each):",
+        "",
+        "| path | req/s | MB/s | vs direct S3 (MB/s) | p50 ms | p99 ms | API CPU s | API CPU s/GB "
+        "| nginx CPU s/GB | CPU s: wrk / HO API / S3 / PG |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    s3_mbs = w.get("download_s3", {}).get("mb_per_s")
+    for key, name in _WRK_PATHS:
+        if key not in w:
+            continue
+        x, c = w[key], w[key]["cpu"]
+        vs = _ratio(s3_mbs, x["mb_per_s"], 2)
+        lines.append(
+            f"| {name} | {_v(x['req_per_s'])} | {_v(x['mb_per_s'])} "
+            f"| {'-' if vs is None else f'{vs}x'} | {x['latency_p50_ms']} "
+            f"| {x['latency_p99_ms']} | {x.get('api_cpu_seconds', '-')} "
+            f"| {x.get('api_cpu_s_per_gb', '-')} | {x.get('nginx_cpu_s_per_gb', '-')} "
+            f"| {c['client']} / {c['ho_api']} / {c['s3']} / {c['postgres']} |")
+    rclone = m.get("rclone", {}).get("median_seconds")
+    lines += [
+        "",
+        f"Full syncs of the {r['photos']} photos into an empty edge database:",
+        "",
+        "| series | runs | time (s), median | MB/s | photos/s | peak RSS (MB), highest run "
+        "| API downloads | vs rclone (time) | CPU s, median: client / HO API / S3 / PG / nginx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, name in _SYNC_SERIES:
+        if key not in m:
+            continue
+        x, c = m[key], m[key]["median_cpu"]
+        sec = x["median_seconds"]
+        vs = _ratio(sec, rclone, 2)
+        downloads = x["runs"][0].get("api_downloads", "-")
+        lines.append(
+            f"| {name} | {len(x['runs'])} | {_s(sec)} | {x['mb_per_s']} | {x['photos_per_s']} "
+            f"| {x['peak_rss_mb']} | {downloads} | {'-' if vs is None else f'{vs}x'} "
+            f"| {c['client']} / {c['ho_api']} / {c['s3']} / {c['postgres']} "
+            f"/ {c.get('nginx', '-')} (= {c['total']}) |")
+    loads = [run["loadavg_before"] for key, _ in _SYNC_SERIES if key in m
+             for run in m[key]["runs"]]
+    loads += [w[key]["loadavg_before"] for key, _ in _WRK_PATHS if key in w]
+    if loads:
+        lines += ["", f"1-minute load average before the timed runs: {min(loads)}-{max(loads)} "
+                      f"on {mach['cores']} cores."]
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}"]
+    lines += ["", "Targets (reported, not asserted):", "",
+              "| target | measured | wanted | met |", "|---|---:|---:|:-:|"]
+    for key, t in r.get("targets", {}).items():
+        met = "-" if t["met"] is None else "yes" if t["met"] else "**no**"
+        lines.append(f"| {_GATEWAY_TARGETS.get(key, key)} | {_v(t['value'])} | {t['goal']} "
+                     f"| {met} |")
+    lines += ["", f"Run from {r['started_at'][:19]}Z to {r['finished_at'][:19]}Z. Exact commands "
+                  "(paths of the machine and secrets replaced by names):", ""]
+    lines += [f"- {name}: `{command}`" for name, command in r["commands"].items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def load_gateway_results(results_dir: Path) -> dict | None:
+    """bench/results/gateway.json, or None when the gateway bench has not been run."""
+    path = results_dir / "gateway.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# Rollout scale (bench/rollout_scale.py, by hand): bench/results/rollout-scale.json.
+
+ROLLOUT_HEADER = """\
+# Rollout scale: `playbooks/rollout.yml` against fresh store containers
+
+`bench/rollout_scale.py` (by hand, not in CI) starts that many empty store containers, then
+times `ansible-playbook playbooks/rollout.yml` as a whole process, the HO play included
+(converged, nothing to change). The slowest task comes from `ansible.posix.profile_tasks`.
+The containers share this machine's cores, so the growth with the count is indicative.
+"""
+
+
+def rollout_table(results: dict) -> str:
+    """The rollout-scale results file's section of RESULTS.md: stores, waves, wall time, note."""
+    r = results
+    lines = [
+        f"Command: `{r['command']}`; timed: `{r['timed']}`; image `{r['image']}`; forks: "
+        f"{r['forks']}. Raw figures: `bench/results/rollout-scale.json`.",
+        "",
+        "| stores | waves | wall time (s) | vs one store | harness run | rc | slowest task (s) |",
+        "|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in sorted(r["runs"], key=lambda x: x["stores"]):
+        slow = run.get("slowest_tasks") or []
+        slowest = f"{slow[0]['task']} ({slow[0]['seconds']})" if slow else "-"
+        lines.append(f"| {run['stores']} | {run['waves']} | {run['seconds']} "
+                     f"| {_f(run.get('vs_one_store'), 'x')} | {run.get('harness_run', '-')} "
+                     f"| {run['rc']} | {slowest} |")
+    if "deploy_ho_seconds_run2" in r:
+        lines += ["", f"Deploying HO before harness run 2 (`playbooks/deploy-ho.yml`) took "
+                      f"{r['deploy_ho_seconds_run2']} s, outside the timed rollouts."]
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def load_rollout_results(results_dir: Path) -> dict | None:
+    """bench/results/rollout-scale.json, or None when the rollout bench has not been run."""
+    path = results_dir / "rollout-scale.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD) -> Path:
     """Rewrite RESULTS.md from the results files (the file is all generated)."""
     md_path.write_text(render(results_dir))
@@ -494,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python bench/report.py`: rewrite RESULTS.md (and with --plots the PNGs) from the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS_DIR,
-                        help="folder of photos-N.json (default bench/results)")
+                        help="folder of the results JSON files (default bench/results)")
     parser.add_argument("--plots", action="store_true", help="also redraw photos-N.png")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 when RESULTS.md is not what the JSON gives")

@@ -183,3 +183,84 @@ def test_a_time_taken_inside_a_process_is_never_shown():
     # The same figures on the one boundary (schema 2) are shown.
     new = {**results, "schema": report.SCHEMA}
     assert report.evaluate(new)[0]["full_vs_practical"] is not None
+
+
+@pytest.mark.parametrize("text", [report.GATEWAY_HEADER, report.ROLLOUT_HEADER])
+def test_gateway_and_rollout_fixed_text_makes_no_numeric_claim(text):
+    words = re.sub(r"\bS3\b", "", text)
+    assert not re.findall(r"\d", words), re.findall(r".{20}\d.{20}", words)
+
+
+def test_results_md_shows_the_gateway_and_rollout_scale_results():
+    # Fails if either section is dropped from the page or loses a measured path.
+    page = (BENCH / "RESULTS.md").read_text()
+    gateway = json.loads((RESULTS / "gateway.json").read_text())
+    rollout = json.loads((RESULTS / "rollout-scale.json").read_text())
+    assert report.GATEWAY_HEADER in page and report.gateway_table(gateway) in page
+    assert report.ROLLOUT_HEADER in page and report.rollout_table(rollout) in page
+    rows = {line.split(" | ")[0][2:]: line for line in report.gateway_table(gateway).splitlines()
+            if line.startswith("| ")}
+    for key, name in report._WRK_PATHS:
+        w = gateway["measurements"]["wrk"][key]
+        assert f"| {w['mb_per_s']} |" in rows[name] and f"| {w['req_per_s']} |" in rows[name]
+        if "api_cpu_s_per_gb" in w:
+            assert f"| {w['api_cpu_s_per_gb']} |" in rows[name]
+    for key, name in report._SYNC_SERIES:
+        assert f"| {report._s(gateway['measurements'][key]['median_seconds'])} |" in rows[name]
+    for key, target in gateway["targets"].items():
+        assert f"| {target['value']} | {target['goal']} |" in rows[report._GATEWAY_TARGETS[key]]
+    for name, command in gateway["commands"].items():
+        assert f"- {name}: `{command}`" in page
+    assert gateway["started_at"][:19] in page
+    for run in rollout["runs"]:
+        assert f"| {run['stores']} | {run['waves']} | {run['seconds']} |" in page
+    assert rollout["note"] in page and rollout["command"] in page
+
+
+def test_a_changed_gateway_or_rollout_figure_changes_results_md(tmp_path):
+    # Copy the committed results, change one figure in each new file, and render again.
+    for path in RESULTS.glob("*.json"):
+        (tmp_path / path.name).write_text(path.read_text())
+    before = report.render(tmp_path)
+    assert before == (BENCH / "RESULTS.md").read_text()
+    gateway = json.loads((tmp_path / "gateway.json").read_text())
+    gateway["measurements"]["wrk"]["download_gateway"]["api_cpu_s_per_gb"] = 4321.5
+    gateway["measurements"]["wrk"]["download_presigned"]["mb_per_s"] = 1234.56
+    (tmp_path / "gateway.json").write_text(json.dumps(gateway))
+    rollout = json.loads((tmp_path / "rollout-scale.json").read_text())
+    rollout["runs"][0]["seconds"] = 9876.5
+    (tmp_path / "rollout-scale.json").write_text(json.dumps(rollout))
+    after = report.render(tmp_path)
+    assert after != before
+    assert "| 4321.5 |" in after and "| 1234.56 |" in after and "| 9876.5 |" in after
+    # The sections before them are unchanged; without the files the sections go.
+    head = before.split(report.GATEWAY_HEADER)[0]
+    assert after.startswith(head)
+    (tmp_path / "gateway.json").unlink()
+    (tmp_path / "rollout-scale.json").unlink()
+    assert report.render(tmp_path) + "\n" == head
+
+
+def test_readme_capacity_figures_are_the_committed_json():
+    # The README's capacity model quotes measured figures: a rerun that changes them must
+    # change the README too, or this fails.
+    readme = (BENCH.parent / "README.md").read_text()
+    section = readme.split("\n## Capacity\n", 1)[1].split("\n## ", 1)[0]
+    wrk = json.loads((RESULTS / "gateway.json").read_text())["measurements"]["wrk"]
+    fleet = json.loads((RESULTS / "fleet-50.json").read_text())["scenarios"]
+    quoted = {
+        "fixed CPU-s per run": fleet["resync_nochange"]["ho_cpu_seconds_per_store"],
+        "bytes through Python": wrk["download_api"]["api_cpu_s_per_gb"],
+        "X-Accel through the gateway": wrk["download_gateway"]["api_cpu_s_per_gb"],
+        "presigned via the gateway": wrk["download_presigned"]["api_cpu_s_per_gb"],
+        "full syncs at once": fleet["full"]["ho_cpu_seconds_per_gb"],
+    }
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    for words, value in quoted.items():
+        row = next(line for line in rows if words in line)
+        assert f"| {value} |" in row, (words, value, row)
+    assert f"nginx {wrk['download_gateway']['nginx_cpu_s_per_gb']})" in section
+    assert f"nginx {wrk['download_presigned']['nginx_cpu_s_per_gb']})" in section
+    peak = max(sc["ho_peak_rss_mb"] for sc in fleet.values())
+    assert f"{peak:.0f} MB" in section
+    assert f"{fleet['single_full']['ho_peak_rss_mb']:.0f} MB with one" in section
