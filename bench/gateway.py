@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "gateway.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"wrote {path}")
+    if args.out.resolve() == run.report.RESULTS_DIR:
+        log(f"regenerated {run.report.write_results_md()}")
     w = results["measurements"]["wrk"]
     for name in ("download_s3", "download_gateway", "download_presigned", "download_api"):
         print(f"{name:20} {w[name]['mb_per_s']:8.1f} MB/s  API CPU "

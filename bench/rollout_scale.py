@@ -17,7 +17,7 @@ previous count's are removed first, so every store starts empty, as a new store 
 ansible.posix.profile_tasks for the slowest tasks. The HO play is part of every timed run (it
 converges with nothing to change); the wall time's growth with the count is the stores' cost.
 
-Writes rollout-scale.json to --out (default bench/results). RESULTS.md does not render it yet.
+Writes rollout-scale.json to --out (default bench/results) and regenerates bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -213,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "rollout-scale.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {path}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import report  # bench/report.py renders the rollout-scale section
+    if args.out.resolve() == report.RESULTS_DIR:
+        log(f"regenerated {report.write_results_md()}")
     for run in results["runs"]:
         print(f"{run['stores']:3d} stores: {run['seconds']:7.1f}s  ({run['vs_first']}x the first"
               f" count, rc {run['rc']})")
