@@ -161,7 +161,9 @@ def test_status_playbook_shows_hos_fleet_view_also_with_a_store_unreachable(flee
     assert re.search(r"store-a +20\d\d-", run.stdout), run.stdout[-3000:]
     assert re.search(r"store-x +ERROR", run.stdout)
     # HO's own view follows the table: every registered store, by id.
-    assert "photo-sync-ho fleet" in run.stdout and "catalog: 6 live photos" in run.stdout
+    # ...on lines of its own (the first version printed a literal backslash-n before it).
+    assert re.search(r"photo-sync-ho fleet:\n +catalog: 6 live photos\n", run.stdout), \
+        run.stdout[-3000:]
     for edge in stores.values():
         assert edge.store_id in run.stdout
     assert run.returncode != 0, "an unreachable store still fails the run"
