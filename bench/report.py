@@ -630,6 +630,10 @@ the server, the client, PostgreSQL and nginx share its cores: the figures are in
 """
 
 
+def _load(value: float | None) -> str:
+    return NOT_RECORDED if value is None else f"{value:.1f}"
+
+
 def ops_table(results: dict) -> str:
     """The verify/serve results file's section of RESULTS.md: verify vs sync, serve vs nginx."""
     r, s = results, results["serve"]
@@ -683,8 +687,9 @@ def ops_table(results: dict) -> str:
         f"{rss['requests_between']} requests, {rss['after']} MB after them, "
         f"{s['rss_after_wrk_mb']} MB after the wrk run.",
         "",
-        f"1-minute load average: {r['load_before']} before the run, {s['load_average']} after "
-        f"the wrk runs, {r.get('load_after', NOT_RECORDED)} at the end, on {r['cpus']} CPUs.",
+        f"1-minute load average: {_load(r['load_before'])} before the run, "
+        f"{_load(s['load_average'])} after the wrk runs, {_load(r.get('load_after'))} at the "
+        f"end, on {r['cpus']} CPUs.",
     ]
     if r.get("note"):
         lines += ["", f"Note: {r['note']}"]

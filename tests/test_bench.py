@@ -134,6 +134,9 @@ def test_results_md_is_exactly_what_the_committed_json_makes():
     assert (BENCH / "RESULTS.md").read_text() == report.render(RESULTS), (
         "bench/RESULTS.md is not what bench/report.py makes of bench/results/*.json: "
         "run `python bench/report.py` (never edit RESULTS.md by hand)")
+    # ...and that includes the verify/serve section of the committed verify-serve.json.
+    ops = json.loads((RESULTS / "verify-serve.json").read_text())
+    assert report.ops_table(ops) in (BENCH / "RESULTS.md").read_text()
 
 
 def test_results_md_check_mode_agrees():
