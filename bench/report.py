@@ -2,7 +2,8 @@
 
 RESULTS.md is this module's output: the fixed text below (which makes no numeric claim) plus
 one section per results file: photos-N.json (bench/run.py), fleet-N.json (bench/fleet.py),
-gateway.json (bench/gateway.py) and rollout-scale.json (bench/rollout_scale.py).
+gateway.json (bench/gateway.py), rollout-scale.json (bench/rollout_scale.py) and
+verify-serve.json (bench/verify_serve.py).
 `python bench/report.py` rewrites it; tests/test_bench.py checks that the committed file is
 exactly what this module makes of the committed JSON, so the prose and the numbers cannot
 drift apart. To change what RESULTS.md says, change this module or rerun
@@ -297,6 +298,9 @@ def render(results_dir: Path = RESULTS_DIR) -> str:
     rollout = load_rollout_results(results_dir)
     if rollout:
         sections += [ROLLOUT_HEADER, rollout_table(rollout)]
+    ops = load_ops_results(results_dir)
+    if ops:
+        sections += [OPS_HEADER, ops_table(ops)]
     return HEADER + "\n" + "\n".join(sections)
 
 
@@ -597,6 +601,105 @@ def rollout_table(results: dict) -> str:
 def load_rollout_results(results_dir: Path) -> dict | None:
     """bench/results/rollout-scale.json, or None when the rollout bench has not been run."""
     path = results_dir / "rollout-scale.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# Verify and the store's photo server (bench/verify_serve.py --json, `make bench-ops`):
+# bench/results/verify-serve.json, one section.
+
+OPS_TARGETS = {
+    "verify_vs_full_sync": 0.25,    # verify time / full sync time, at most
+    "serve_vs_nginx": 0.5,          # photo server req/s / nginx req/s, at least
+}
+
+OPS_HEADER = """\
+# Verify and the store's photo server
+
+`make bench-ops` runs `bench/verify_serve.py`. On this machine's loopback it starts the test
+bed (PostgreSQL, SeaweedFS, the HO API under gunicorn), imports a photo set at HO, and times
+`photo-sync-edge pull --mode full` into an empty store, then `photo-sync-edge verify` of that
+store, each as a whole process: for a set of large photos and for a set of many small ones.
+It then drives `wrk` (two threads, loopback) through every photo of the large set, first at
+the store's photo server (`photo_sync.edge.serve` under gunicorn, with its on-disk cache as
+the edge role deploys it), then at nginx serving the same bytes from files, with the same
+client in the same minutes. The photo server's memory is the resident size of its master and
+workers, before and after a fixed number of requests and again after the wrk run.
+
+**Caveat.** The machine is shared with other work (the load average is under the tables), and
+the server, the client, PostgreSQL and nginx share its cores: the figures are indicative.
+"""
+
+
+def _load(value: float | None) -> str:
+    return NOT_RECORDED if value is None else f"{value:.1f}"
+
+
+def ops_table(results: dict) -> str:
+    """The verify/serve results file's section of RESULTS.md: verify vs sync, serve vs nginx."""
+    r, s = results, results["serve"]
+    t = OPS_TARGETS
+    lines = [
+        f"Run {r['started_at'][:19]}Z to {r.get('finished_at', NOT_RECORDED)[:19]}"
+        f"{'Z' if 'finished_at' in r else ''} on {r['cpus']} CPUs. Raw figures: "
+        "`bench/results/verify-serve.json`.",
+        "",
+        f"`verify` against a full sync of the same store (goal: verify <= "
+        f"{t['verify_vs_full_sync']:.0%} of the full sync's time):",
+        "",
+        "| photo set | photos | MB | runs | full sync (s), median | verify (s), median "
+        "| verify / full sync | met |",
+        "|---|---:|---:|---:|---:|---:|---:|:-:|",
+    ]
+    for key, name in (("verify_large", "large photos"), ("verify_small", "small photos")):
+        v = r.get(key)
+        if not v:
+            continue
+        ratio = v["verify_vs_full_sync"]
+        met = "yes" if ratio <= t["verify_vs_full_sync"] else "**no**"
+        lines.append(f"| {name} | {v['photos']} | {v['mb']} | {v['reps']} | {v['full_sync_s']} "
+                     f"| {v['verify_s']} | {ratio:.1%} | {met} |")
+    ratio = s["req_per_s_vs_nginx"]
+    met = "yes" if ratio >= t["serve_vs_nginx"] else "**no**"
+    lines += [
+        "",
+        f"The photo server against nginx, {s['photos']} photos (`wrk -t 2 -c "
+        f"{s['connections']} -d {s['seconds']}s`, one run each; goal: >= "
+        f"{t['serve_vs_nginx']}x nginx's requests/s):",
+        "",
+        "| server | req/s | MB/s | p50 ms | p99 ms | server CPU ms per request |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, name in (("photo_server", "photo server (gunicorn, cache on)"
+                       if s.get("cache_dir") else "photo server (gunicorn)"),
+                      ("nginx", "nginx, the same bytes from files")):
+        x = s[key]
+        lines.append(f"| {name} | {x['req_per_s']} | {x['mb_per_s']} | {x['p50_ms']} "
+                     f"| {x['p99_ms']} | {x['server_cpu_ms_per_request']} |")
+    rss = s["server_rss_mb"]
+    lines += [
+        "",
+        "| goal | measured | wanted | met |",
+        "|---|---:|---:|:-:|",
+        f"| photo server req/s vs nginx | {ratio}x | >= {t['serve_vs_nginx']}x | {met} |",
+        f"| photo server p99 vs nginx | {s['p99_vs_nginx']}x | - | - |",
+        "",
+        f"Photo server RSS (master and workers): {rss['before']} MB before "
+        f"{rss['requests_between']} requests, {rss['after']} MB after them, "
+        f"{s['rss_after_wrk_mb']} MB after the wrk run.",
+        "",
+        f"1-minute load average: {_load(r['load_before'])} before the run, "
+        f"{_load(s['load_average'])} after the wrk runs, {_load(r.get('load_after'))} at the "
+        f"end, on {r['cpus']} CPUs.",
+    ]
+    if r.get("note"):
+        lines += ["", f"Note: {r['note']}"]
+    lines += ["", f"Command: `{r.get('command', NOT_RECORDED)}`.", ""]
+    return "\n".join(lines)
+
+
+def load_ops_results(results_dir: Path) -> dict | None:
+    """bench/results/verify-serve.json, or None when the verify/serve bench has not been run."""
+    path = results_dir / "verify-serve.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 

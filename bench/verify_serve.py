@@ -301,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wrk-seconds", type=int, default=10)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--note", help="a sentence RESULTS.md shows with the run (e.g. why "
+                                       "the small set is smaller than usual)")
     args = parser.parse_args(argv)
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool):
@@ -309,8 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="photo-sync-bench-ops-"))
     root.chmod(0o755)  # nginx's workers (nobody) read the photo files under it
     bed = Bed(root)
+    # The command as run, relative to the checkout (no path of this machine in the JSON).
+    shown = [a if not a.startswith("/") else Path(a).name for a in (argv or sys.argv[1:])]
     results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "command": " ".join(["python", "bench/verify_serve.py", *shown]),
                      "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
+    if args.note:
+        results["note"] = args.note
     try:
         kb = args.photo_kb
         log(f"generating {args.photos} photos of about {kb} KB")
@@ -327,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             results["verify_small"] = measure_verify(bed, "small", small_dir,
                                                      args.reps)["figures"]
         results["serve"] = measure_serve(bed, large["env"], args.connections, args.wrk_seconds)
+        # Only a completed run gets these: a failed one writes no JSON at all.
+        results["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        results["load_after"] = os.getloadavg()[0]
     finally:
         bed.close()
         if not args.keep:
@@ -348,7 +358,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{s['server_rss_mb']['requests_between']} requests")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        # Written beside and renamed, so a reader never sees half a file.
+        partial = args.json.with_name(args.json.name + ".partial")
+        partial.write_text(json.dumps(results, indent=2) + "\n")
+        partial.replace(args.json)
     return 0
 
 

@@ -134,6 +134,9 @@ def test_results_md_is_exactly_what_the_committed_json_makes():
     assert (BENCH / "RESULTS.md").read_text() == report.render(RESULTS), (
         "bench/RESULTS.md is not what bench/report.py makes of bench/results/*.json: "
         "run `python bench/report.py` (never edit RESULTS.md by hand)")
+    # ...and that includes the verify/serve section of the committed verify-serve.json.
+    ops = json.loads((RESULTS / "verify-serve.json").read_text())
+    assert report.ops_table(ops) in (BENCH / "RESULTS.md").read_text()
 
 
 def test_results_md_check_mode_agrees():
@@ -185,7 +188,8 @@ def test_a_time_taken_inside_a_process_is_never_shown():
     assert report.evaluate(new)[0]["full_vs_practical"] is not None
 
 
-@pytest.mark.parametrize("text", [report.GATEWAY_HEADER, report.ROLLOUT_HEADER])
+@pytest.mark.parametrize("text", [report.GATEWAY_HEADER, report.ROLLOUT_HEADER,
+                                  report.OPS_HEADER])
 def test_gateway_and_rollout_fixed_text_makes_no_numeric_claim(text):
     words = re.sub(r"\bS3\b", "", text)
     assert not re.findall(r"\d", words), re.findall(r".{20}\d.{20}", words)
@@ -238,6 +242,7 @@ def test_a_changed_gateway_or_rollout_figure_changes_results_md(tmp_path):
     assert after.startswith(head)
     (tmp_path / "gateway.json").unlink()
     (tmp_path / "rollout-scale.json").unlink()
+    (tmp_path / "verify-serve.json").unlink(missing_ok=True)
     assert report.render(tmp_path) + "\n" == head
 
 
@@ -264,3 +269,56 @@ def test_readme_capacity_figures_are_the_committed_json():
     peak = max(sc["ho_peak_rss_mb"] for sc in fleet.values())
     assert f"{peak:.0f} MB" in section
     assert f"{fleet['single_full']['ho_peak_rss_mb']:.0f} MB with one" in section
+
+
+# The shape bench/verify_serve.py --json writes (figures made up: this checks the rendering).
+OPS_SAMPLE = {
+    "started_at": "2026-12-02T09:00:00Z", "finished_at": "2026-12-02T09:10:00Z",
+    "command": "python bench/verify_serve.py --photos 1000 --small-photos 10000 "
+               "--json bench/results/verify-serve.json",
+    "cpus": 2, "load_before": 3.1, "load_after": 4.2, "note": "a sample run",
+    "verify_large": {"photos": 1000, "mb": 197.3, "full_sync_s": 11.11, "verify_s": 2.22,
+                     "verify_vs_full_sync": 0.2, "reps": 3},
+    "verify_small": {"photos": 10000, "mb": 35.5, "full_sync_s": 33.33, "verify_s": 9.99,
+                     "verify_vs_full_sync": 0.3, "reps": 3},
+    "serve": {"photos": 1000, "connections": 8, "seconds": 10, "cache_dir": True,
+              "server_rss_mb": {"before": 101.5, "after": 102.5, "requests_between": 2000},
+              "photo_server": {"requests": 6000, "req_per_s": 555.5, "mb_per_s": 111.1,
+                               "p50_ms": 12.3, "p99_ms": 45.6,
+                               "server_cpu_ms_per_request": 1.111},
+              "nginx": {"requests": 40000, "req_per_s": 3999.9, "mb_per_s": 789.1,
+                        "p50_ms": 1.23, "p99_ms": 7.89, "server_cpu_ms_per_request": 0.061},
+              "rss_after_wrk_mb": 120.7, "req_per_s_vs_nginx": 0.139, "p99_vs_nginx": 5.78,
+              "load_average": 5.5},
+}
+
+
+def _ops_rows(section: str) -> dict:
+    return {line.split(" | ")[0][2:]: line for line in section.splitlines()
+            if line.startswith("| ")}
+
+
+def test_ops_section_shows_every_figure_and_whether_each_goal_is_met(tmp_path):
+    (tmp_path / "verify-serve.json").write_text(json.dumps(OPS_SAMPLE))
+    page = report.render(tmp_path)
+    assert report.OPS_HEADER in page and report.ops_table(OPS_SAMPLE) in page
+    rows = _ops_rows(report.ops_table(OPS_SAMPLE))
+    # 20% is within the goal of 25%; 30% is not; 0.139x nginx is short of 0.5x.
+    assert rows["large photos"].endswith("| 1000 | 197.3 | 3 | 11.11 | 2.22 | 20.0% | yes |")
+    assert rows["small photos"].endswith("| 10000 | 35.5 | 3 | 33.33 | 9.99 | 30.0% | **no** |")
+    assert rows["photo server (gunicorn, cache on)"].endswith(
+        "| 555.5 | 111.1 | 12.3 | 45.6 | 1.111 |")
+    assert rows["nginx, the same bytes from files"].endswith(
+        "| 3999.9 | 789.1 | 1.23 | 7.89 | 0.061 |")
+    assert rows["photo server req/s vs nginx"].endswith("| 0.139x | >= 0.5x | **no** |")
+    assert "| 5.78x |" in rows["photo server p99 vs nginx"]
+    for figure in ("101.5 MB before 2000 requests", "102.5 MB after", "120.7 MB after the wrk",
+                   "3.1 before the run", "5.5 after", "4.2 at the end", "Note: a sample run",
+                   OPS_SAMPLE["command"], "2026-12-02T09:00:00Z to 2026-12-02T09:10:00Z"):
+        assert figure in page, figure
+    # A changed figure changes the page; without the file the section goes.
+    changed = {**OPS_SAMPLE, "verify_large": {**OPS_SAMPLE["verify_large"], "verify_s": 7.77}}
+    (tmp_path / "verify-serve.json").write_text(json.dumps(changed))
+    assert "| 7.77 |" in report.render(tmp_path)
+    (tmp_path / "verify-serve.json").unlink()
+    assert report.OPS_HEADER not in report.render(tmp_path)
