@@ -340,20 +340,7 @@ class Fleet:
 
     def cpu(self) -> dict:
         """CPU seconds so far of HO (gunicorn master, workers, reaped workers), S3 and PG."""
-        import psutil
-
-        def tree(pid: int) -> float:
-            try:
-                top = psutil.Process(pid)
-                total = sum(top.cpu_times()[:4])  # user, system, children_user, children_system
-                for child in top.children(recursive=True):
-                    try:
-                        total += sum(child.cpu_times()[:2])
-                    except psutil.NoSuchProcess:
-                        pass
-                return total
-            except psutil.NoSuchProcess:
-                return 0.0
+        from run import tree_cpu_seconds as tree
 
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         return {"ho_api": tree(self.server.process.pid), "s3": tree(self.s3.process.pid),

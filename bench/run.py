@@ -196,6 +196,23 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 4)
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live descendants (0 if gone)."""
+    import psutil
+
+    try:
+        top = psutil.Process(pid)
+        total = sum(top.cpu_times()[:4])  # user, system, children_user, children_system
+        for child in top.children(recursive=True):
+            try:
+                total += sum(child.cpu_times()[:2])
+            except psutil.NoSuchProcess:
+                pass
+        return total
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 class Bench:
     """One bench run: the services it starts, the measurements it takes, their commands."""
 
@@ -266,21 +283,7 @@ class Bench:
 
     def service_cpu(self) -> dict:
         """CPU seconds used so far by each service (live processes plus reaped children)."""
-        import psutil
-
-        def tree(pid: int) -> float:
-            try:
-                top = psutil.Process(pid)
-                total = sum(top.cpu_times()[:4])  # user, system, children_user, children_system
-                for child in top.children(recursive=True):
-                    try:
-                        total += sum(child.cpu_times()[:2])
-                    except psutil.NoSuchProcess:
-                        pass
-                return total
-            except psutil.NoSuchProcess:
-                return 0.0
-
+        tree = tree_cpu_seconds
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         live = [s.process.pid for s in self.servers if s.process.poll() is None]
         return {"ho_api": sum(tree(pid) for pid in live),
