@@ -33,19 +33,7 @@ from support import testbed  # noqa: E402
 
 from photo_sync.protocol import API_PREFIX  # noqa: E402
 
-
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of one process, from /proc/<pid>/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu(server) -> float:
-    """CPU seconds so far of a gunicorn master and its workers."""
-    return proc_cpu(server.process.pid) + sum(proc_cpu(p) for p in server.worker_pids())
+from gateway import server_cpu  # noqa: E402  (bench/gateway.py: gunicorn master + workers)
 
 
 def export_src(rev: str, dest: Path) -> Path:
