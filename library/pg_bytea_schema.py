@@ -58,6 +58,13 @@ options:
   grant_to:
     description: Database role the agent runs as; gets SELECT, INSERT, UPDATE, DELETE on the tables.
     type: str
+  grant_select_to:
+    description:
+      - Database roles that only read the photo table (the store's photo server); each gets
+        SELECT on I(table) and nothing else. With I(state=present).
+    type: list
+    elements: str
+    default: []
 notes:
   - Supports check mode and diff mode.
 requirements:
@@ -141,6 +148,7 @@ ARGUMENT_SPEC = argument_spec(
     drop_data=dict(type="bool", default=False),
     clear_binary=dict(type="bool", default=False),
     grant_to=dict(type="str"),
+    grant_select_to=dict(type="list", elements="str", default=[]),
 )
 
 
@@ -163,7 +171,8 @@ def main():
         module.exit_json(**result)
     queries = run_engine(module, "migrating table %s failed, nothing was changed" % p["table"],
                          schema.ensure, settings.database_url, p["table"], p["state"],
-                         p["drop_data"], p["grant_to"], check_only=module.check_mode)
+                         p["drop_data"], p["grant_to"], p["grant_select_to"],
+                         check_only=module.check_mode)
     result = dict(changed=bool(queries), queries=queries)
     if module._diff:
         result["diff"] = dict(before="", after="".join(q.rstrip() + ";\n" for q in queries),

@@ -92,6 +92,24 @@ def test_pg_bytea_schema_migrates_a_legacy_table(pg):
     result, _ = ansible("pg_bytea_schema", args, "--check")
     assert result["changed"] is False
 
+    # A reader (the store's photo server) gets SELECT on the photo table and nothing else.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE photo_sync_reader LOGIN")
+    reader = {**args, "grant_select_to": ["photo_sync_reader"]}
+    result, _ = ansible("pg_bytea_schema", reader)
+    assert result["changed"] is True
+    assert result["queries"] == ['GRANT SELECT ON "product_photo" TO "photo_sync_reader"']
+    with psycopg.connect(url) as conn:
+        may = {priv: conn.execute("SELECT has_table_privilege('photo_sync_reader', "
+                                  "'product_photo', %s)", (priv,)).fetchone()[0]
+               for priv in ("SELECT", "INSERT", "UPDATE", "DELETE")}
+        outbox = conn.execute("SELECT has_table_privilege('photo_sync_reader', "
+                              "'photo_sync_outbox', 'SELECT')").fetchone()[0]
+    assert may == {"SELECT": True, "INSERT": False, "UPDATE": False, "DELETE": False}
+    assert outbox is False
+    result, _ = ansible("pg_bytea_schema", reader)
+    assert result["changed"] is False
+
     # absent keeps the bytes unless drop_data is set
     result, _ = ansible("pg_bytea_schema", {"database_url": url, "state": "absent"})
     assert result["changed"] is True
@@ -106,6 +124,10 @@ def test_pg_bytea_schema_failures_are_clear(pg):
     url = pg.create_db("mod_schema_fail")
     result, output = ansible("pg_bytea_schema", {"database_url": url, "grant_to": "nobody_here"})
     assert result.get("failed") and "nobody_here" in result["msg"]
+    assert "does not exist" in result["msg"]
+    result, output = ansible("pg_bytea_schema", {"database_url": url,
+                                                 "grant_select_to": ["no_reader_here"]})
+    assert result.get("failed") and "no_reader_here" in result["msg"]
     assert "does not exist" in result["msg"]
     result, output = ansible("pg_bytea_schema", {"database_url": url, "table": "Bad-Name"})
     assert result.get("failed") and "Bad-Name" in result["msg"]

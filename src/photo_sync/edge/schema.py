@@ -121,6 +121,12 @@ def _role_exists(conn: psycopg.Connection, role: str) -> bool:
     return bool(_rows(conn, "SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)))
 
 
+def _require_role(conn: psycopg.Connection, role: str) -> None:
+    if not _role_exists(conn, role):
+        raise SchemaError(f"role {role!r} does not exist: create it first "
+                          f"(CREATE ROLE {role} LOGIN)")
+
+
 def _has_privileges(conn: psycopg.Connection, role: str, table: str) -> bool:
     return all(_rows(conn, "SELECT has_table_privilege(%s, %s, %s)",
                      (role, table, priv.strip()))[0][0]
@@ -128,11 +134,16 @@ def _has_privileges(conn: psycopg.Connection, role: str, table: str) -> bool:
 
 
 def plan(conn: psycopg.Connection, table: str = "product_photo", state: str = "present",
-         drop_data: bool = False, grant_to: str | None = None) -> list[str]:
-    """The SQL that brings the database to `state`; empty when it is there already."""
+         drop_data: bool = False, grant_to: str | None = None,
+         grant_select_to: tuple[str, ...] = ()) -> list[str]:
+    """The SQL that brings the database to `state`; empty when it is there already.
+    `grant_to` gets the agent's privileges; each of `grant_select_to` (a reader such as
+    the store's photo server) SELECT on the photo table only."""
     check_identifier(table, "table")
     if grant_to:
         check_identifier(grant_to, "grant_to role")
+    for reader in grant_select_to:
+        check_identifier(reader, "grant_select_to role")
     t = sql.Identifier(table).as_string(conn)
     columns = _table_columns(conn, table)
     table_existed = bool(columns)
@@ -177,9 +188,7 @@ def plan(conn: psycopg.Connection, table: str = "product_photo", state: str = "p
         if name not in tables:
             statements.append(ddl)
     if grant_to:
-        if not _role_exists(conn, grant_to):
-            raise SchemaError(f"role {grant_to!r} does not exist: create it first "
-                              f"(CREATE ROLE {grant_to} LOGIN)")
+        _require_role(conn, grant_to)
         role = sql.Identifier(grant_to).as_string(conn)
         for name in (table, *AGENT_TABLES):
             exists = table_existed if name == table else name in tables
@@ -189,6 +198,11 @@ def plan(conn: psycopg.Connection, table: str = "product_photo", state: str = "p
         if "photo_sync_run" not in tables or not _rows(
                 conn, "SELECT has_sequence_privilege(%s, %s, 'USAGE')", (grant_to, seq))[0][0]:
             statements.append(f"GRANT USAGE, SELECT ON SEQUENCE {seq} TO {role}")
+    for reader in grant_select_to:
+        _require_role(conn, reader)
+        if not table_existed or not _rows(conn, "SELECT has_table_privilege(%s, %s, 'SELECT')",
+                                          (reader, table))[0][0]:
+            statements.append(f"GRANT SELECT ON {t} TO {sql.Identifier(reader).as_string(conn)}")
     return statements
 
 
@@ -210,15 +224,15 @@ def apply(conn: psycopg.Connection, statements: list[str], commit: bool = True) 
 
 def ensure(database_url: str, table: str = "product_photo", state: str = "present",
            drop_data: bool = False, grant_to: str | None = None,
-           check_only: bool = False, setting: str = "PHOTO_SYNC_EDGE_DATABASE_URL"
-           ) -> list[str]:
+           grant_select_to: tuple[str, ...] = (), check_only: bool = False,
+           setting: str = "PHOTO_SYNC_EDGE_DATABASE_URL") -> list[str]:
     """Plan and (unless check_only) apply; returns the statements. One call for CLI and module.
     A database failure is a DatabaseUnavailable naming `setting` (where the URL came from)."""
     with db.connect(database_url, setting=setting) as conn:
         try:
             # Two migrations at once (a timer and a playbook) would race on the DDL.
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('photo_sync_schema'))")
-            statements = plan(conn, table, state, drop_data, grant_to)
+            statements = plan(conn, table, state, drop_data, grant_to, tuple(grant_select_to))
             if statements:
                 # Check mode runs the DDL too, then rolls back: it proves the DDL would work.
                 apply(conn, statements, commit=not check_only)
