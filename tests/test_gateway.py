@@ -280,6 +280,10 @@ def test_downloads_per_store_are_capped_while_another_store_downloads(
         assert third.status_code == 429
         assert third.json()["error"] == "too_many_requests"
         assert third.headers["Retry-After"]
+        # The API takes the scheme in any case; so does the cap (it once let "BEARER" by).
+        shouted = _client(gateway).get(f"{gateway.url}{path}", timeout=10,
+                                       headers={"Authorization": f"BEARER {token}"})
+        assert shouted.status_code == 429
 
         other = _client(gateway).get(f"{gateway.url}{path}", timeout=30, headers={
             "Authorization": f"Bearer {_token(gateway, *ho.add_store('other'))}"})

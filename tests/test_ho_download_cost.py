@@ -104,7 +104,7 @@ def test_download_errors_keep_their_order(ho):
     assert error_of(download(ho, token, photo, store_id=other), 401) == "unauthorized"
 
 
-def test_presigned_urls_are_minios_own(s3):
+def test_presigned_urls_are_minios_own():
     when = dt.datetime(2026, 3, 4, 23, 59, 58, tzinfo=dt.timezone.utc)
     for endpoint, secure in (("127.0.0.1:8333", False), ("s3.example.test", True)):
         client = Minio(endpoint, access_key="AK/+ x", secret_key="sk", secure=secure,
