@@ -292,6 +292,10 @@ class _WatchedAdapter(HTTPAdapter):
 
 # Presigned GETs -------------------------------------------------------------------------
 
+# Seconds to open a connection, on both clients; reads get PHOTO_SYNC_EDGE_TIMEOUT.
+CONNECT_TIMEOUT = 10.0
+
+
 class _LeanResponse:
     """An http.client answer in the shape `_pump` and `_read_photo` read (`status_code`,
     `headers`, `raw.read1`). A body that ends before its Content-Length raises
@@ -344,13 +348,18 @@ class _LeanConnections:
         self._lock = threading.Lock()
 
     def _new(self) -> http.client.HTTPConnection:
+        # Connected here with the short connect timeout (an S3 the store cannot reach is
+        # left for the API in 10 s, as on the requests path), then reads get the full one.
+        connect = min(CONNECT_TIMEOUT, self.timeout)
         if self._context is not None:
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=connect,
                                                context=self._context)
         else:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=connect)
         with self._lock:
             self._all.append(conn)
+        conn.connect()
+        conn.sock.settimeout(self.timeout)
         return conn
 
     def get(self, url: str, watch: "_Watch") -> tuple[http.client.HTTPConnection, _LeanResponse]:
@@ -381,6 +390,9 @@ class _LeanConnections:
         conn.close()
         if getattr(self._local, "conn", None) is conn:
             self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
 
     def close(self) -> None:
         """Close every connection."""
@@ -566,7 +578,8 @@ class HOClient:
         self.store_id = store_id
         self._secret = secret
         self.timeout_s = timeout
-        self.timeout = (min(10.0, timeout), timeout)
+        # (connect, read): an origin that does not answer a SYN is given up in 10 s.
+        self.timeout = (min(CONNECT_TIMEOUT, timeout), timeout)
         self.retries = retries
         self.backoff = backoff
         self.max_backoff = max_backoff

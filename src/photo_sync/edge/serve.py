@@ -28,8 +28,9 @@ the source of truth: every request still reads the photo's row (checksum, length
 status) first, and only a file named by that exact checksum and length, of that
 length, is served; a file is written only after its bytes hashed to the checksum,
 under a temporary name renamed into place, so a reader never sees half a file and a
-changed photo can never be answered with its old bytes. The folder holds at most
-one file per distinct photo the store serves (delete it to reclaim the space).
+changed photo can never be answered with its old bytes. Nothing prunes the folder:
+the file of a photo's old version, or of a photo HO deleted, stays until removed
+(delete the folder's files to reclaim the space; the next reads write them again).
 
 Settings (environment or the file in PHOTO_SYNC_EDGE_CONFIG): the edge's
 DATABASE_URL and TABLE, plus HO_IMAGE_BASE, SERVE_BIND (127.0.0.1:8081),
@@ -79,9 +80,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     extra = Settings(PREFIX, config_file, overrides=test_config)
     threads = extra.get_int("SERVE_THREADS", 8, minimum=1)
     app = Flask(__name__)
-    cache_dir = extra.get("SERVE_CACHE_DIR") or os.environ.get("CACHE_DIRECTORY", "")
-    # systemd may list several folders (CacheDirectory=a b): the first is ours.
-    cache_dir = cache_dir.split(":")[0].strip()
+    # systemd may list several folders in $CACHE_DIRECTORY (CacheDirectory=a b, joined by
+    # ":"): the first is ours. The operator's own setting is taken whole.
+    cache_dir = (extra.get("SERVE_CACHE_DIR")
+                 or os.environ.get("CACHE_DIRECTORY", "").split(":")[0]).strip()
     if cache_dir:
         try:
             Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -146,11 +146,12 @@ def verify(settings: EdgeSettings, repair: bool = False, client: HOClient | None
         if repair:
             # A pull running meanwhile would race the retry queue: one at a time.
             store.acquire_run_lock()
+        # An HO that refuses or cannot be reached ends the verify before any hashing.
+        client.authenticate()
         # PostgreSQL hashes the stored bytes (in HASH_SESSIONS sessions) while HO's listing
         # is walked: the two waits overlap instead of adding up.
         with ThreadPoolExecutor(max_workers=HASH_SESSIONS, thread_name_prefix="hash") as pool:
             hashed = [pool.submit(_hash_rows, settings, part) for part in range(HASH_SESSIONS)]
-            client.authenticate()
             ho = ho_live_photos(client, settings.page_size)
             rows = [row for job in hashed for row in job.result()]
         result, to_repair = compare(ho, rows)
