@@ -5,14 +5,18 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_PHOTOS ?= 1000
 FLEET_STORES ?= 50
+GATEWAY_PHOTOS ?= 300
+OPS_PHOTOS ?= 1000
+OPS_SMALL_PHOTOS ?= 10000
 
-.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-fleet bench-ops bench-report wheels clean
+.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-fleet bench-gateway bench-ops bench-report wheels clean
 
 help:
 	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
 	@echo "make test   - every test: pytest against real services, lint, molecule scenarios"
 	@echo "make bench  - benchmarks against peers (BENCH_PHOTOS=$(BENCH_PHOTOS))"
 	@echo "make bench-fleet - one HO, FLEET_STORES=$(FLEET_STORES) stores syncing at once"
+	@echo "make bench-gateway - downloads and full syncs through the nginx gateway vs direct S3 and rclone"
 	@echo "make bench-ops - verify vs full sync, the store's photo server vs nginx"
 	@echo "make bench-report - regenerate bench/RESULTS.md from bench/results/*.json"
 	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
@@ -59,10 +63,14 @@ bench: bootstrap
 bench-fleet: bootstrap
 	$(PY) bench/fleet.py --stores $(FLEET_STORES)
 
+# The HO gateway (roles/ho_gateway's nginx.conf on loopback) against direct S3 and rclone;
+# writes bench/results/gateway.json and regenerates bench/RESULTS.md (the README's capacity
+# figures quote it: tests/test_bench.py says which to update).
+bench-gateway: bootstrap
+	$(PY) bench/gateway.py --photos $(GATEWAY_PHOTOS)
+
 # verify vs full sync and the photo server vs nginx (bench/verify_serve.py, needs wrk and nginx);
 # writes bench/results/verify-serve.json and regenerates bench/RESULTS.md from it.
-OPS_PHOTOS ?= 1000
-OPS_SMALL_PHOTOS ?= 10000
 bench-ops: bootstrap
 	$(PY) bench/verify_serve.py --photos $(OPS_PHOTOS) --small-photos $(OPS_SMALL_PHOTOS) \
 		--json bench/results/verify-serve.json

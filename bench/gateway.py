@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -45,18 +44,14 @@ TARGETS = {
 }
 
 
-def _proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of one process, from /proc/<pid>/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def server_cpu(server) -> float:
-    """CPU seconds so far of a gunicorn master and its live workers."""
-    return _proc_cpu(server.process.pid) + sum(_proc_cpu(p) for p in server.worker_pids())
+    """CPU seconds so far of a gunicorn master and its workers (live and reaped)."""
+    return run.tree_cpu_seconds(server.process.pid)
+
+
+def nginx_cpu(gateway) -> float:
+    """CPU seconds so far of the nginx master and its workers."""
+    return run.tree_cpu_seconds(gateway.process.pid)
 
 
 class GatewayBench(Bench):
@@ -76,10 +71,9 @@ class GatewayBench(Bench):
 
     def pull_via(self, edge: dict, gateway, name: str) -> dict:
         """A full pull (bench/run.py's `pull`) plus the CPU nginx spent meanwhile."""
-        pids = _nginx_pids(gateway)
-        before = sum(_proc_cpu(p) for p in pids)
+        before = nginx_cpu(gateway)
         result = self.pull(edge, "full", name=name)
-        result["cpu"]["nginx"] = round(sum(_proc_cpu(p) for p in pids) - before, 2)
+        result["cpu"]["nginx"] = round(nginx_cpu(gateway) - before, 2)
         result["cpu"]["total"] = round(result["cpu"]["total"] + result["cpu"]["nginx"], 2)
         return result
 
@@ -87,15 +81,14 @@ class GatewayBench(Bench):
                 server=None, gateway=None) -> dict:
         """wrk, with the API's (and nginx's) CPU seconds per GB delivered."""
         api_before = server_cpu(server) if server else 0.0
-        gw_pids = _nginx_pids(gateway) if gateway else []
-        gw_before = sum(_proc_cpu(p) for p in gw_pids)
+        gw_before = nginx_cpu(gateway) if gateway else 0.0
         result = self.wrk(name, base_url, paths, headers)
         gb = result["bytes"] / 1e9
         if server:
             result["api_cpu_seconds"] = round(server_cpu(server) - api_before, 2)
             result["api_cpu_s_per_gb"] = round(result["api_cpu_seconds"] / gb, 3)
         if gateway:
-            result["nginx_cpu_seconds"] = round(sum(_proc_cpu(p) for p in gw_pids) - gw_before, 2)
+            result["nginx_cpu_seconds"] = round(nginx_cpu(gateway) - gw_before, 2)
             result["nginx_cpu_s_per_gb"] = round(result["nginx_cpu_seconds"] / gb, 3)
         log(f"wrk {name}: {result['mb_per_s']} MB/s, {result['req_per_s']} req/s, "
             f"API CPU {result.get('api_cpu_s_per_gb', '-')} s/GB")
@@ -226,14 +219,6 @@ class GatewayBench(Bench):
         for gateway in self.gateways:
             gateway.stop()
         super().close()
-
-
-def _nginx_pids(gateway) -> list[int]:
-    """The nginx master and its workers."""
-    import subprocess
-    out = subprocess.run(["pgrep", "-P", str(gateway.process.pid)], capture_output=True,
-                         text=True).stdout
-    return [gateway.process.pid, *(int(p) for p in out.split())]
 
 
 def evaluate(results: dict) -> tuple[dict, dict]:

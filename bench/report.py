@@ -311,7 +311,7 @@ FLEET_TARGETS = {
     "slowest_vs_median": 2.0,       # slowest store / median store (unthrottled), at most
 }
 
-FLEET_HEADER = """\\
+FLEET_HEADER = """\
 # Fleet: one HO, many stores at once
 
 `make bench-fleet` runs `bench/fleet.py`. On this machine's loopback it starts one PostgreSQL

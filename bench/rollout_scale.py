@@ -36,6 +36,8 @@ import time
 import uuid
 from pathlib import Path
 
+import yaml
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 NETWORK = "psync-scale"
@@ -131,6 +133,34 @@ def profile(stdout: str, top: int = 12) -> list[dict]:
     return sorted(tasks, key=lambda t: -t["seconds"])[:top]
 
 
+def wave_sizes(stores: int, waves: list) -> list[int]:
+    """The batches Ansible's `serial:` makes of `stores` hosts (a number or "N%" each, the
+    last one repeated; a percentage is of all the hosts, at least 1)."""
+    sizes, left, index = [], stores, 0
+    while left > 0:
+        wave = str(waves[min(index, len(waves) - 1)])
+        size = max(1, stores * int(wave[:-1]) // 100) if wave.endswith("%") else int(wave)
+        sizes.append(min(size, left))
+        left -= size
+        index += 1
+    return sizes
+
+
+def summarise(results: dict, waves: list, argv: list[str]) -> dict:
+    """Add what bench/report.py renders: the command, what was timed, each run's waves and
+    its time against the one-store run."""
+    results["command"] = " ".join(["bench/rollout_scale.py", *argv])
+    results["timed"] = ("ansible-playbook -i INVENTORY playbooks/rollout.yml --limit "
+                        "HO,STORES, whole process (the HO play included, converged with "
+                        "nothing to change)")
+    one = next((r["seconds"] for r in results["runs"] if r["stores"] == 1), None)
+    for run in results["runs"]:
+        run["waves"] = len(wave_sizes(run["stores"], waves))
+        run["vs_one_store"] = round(run["seconds"] / one, 2) if one else None
+        run["seconds_per_store"] = round(run["seconds"] / run["stores"], 1)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     """`bench/rollout_scale.py`: time rollout.yml against growing counts of store containers."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -157,9 +187,11 @@ def main(argv: list[str] | None = None) -> int:
            "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "40"}
     extra = ["-e", json.dumps({"photo_sync_rollout_waves": json.loads(args.waves)})] \
         if args.waves else []
+    waves = json.loads(args.waves) if args.waves else yaml.safe_load(
+        (ROOT / "inventories/demo/group_vars/all/main.yml").read_text())["photo_sync_rollout_waves"]
     results = {"kind": "rollout_scale", "started_at": dt.datetime.now(dt.timezone.utc)
                .isoformat(), "counts": args.counts, "image": args.image,
-               "waves": json.loads(args.waves) if args.waves else "inventories/demo's",
+               "waves": waves,
                "forks": "ansible.cfg's", "runs": []}
     try:
         log("Docker engine and the local systemd images (scripts/base-image.sh)")
@@ -204,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             cleanup()
             shutil.rmtree(folder, ignore_errors=True)
-    first = results["runs"][0]["seconds"] if results["runs"] else None
-    for run in results["runs"]:
-        run["vs_first"] = round(run["seconds"] / first, 2) if first else None
-        run["seconds_per_store"] = round(run["seconds"] / run["stores"], 1)
+    summarise(results, waves, sys.argv[1:] if argv is None else argv)
     results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "rollout-scale.json"
@@ -218,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve() == report.RESULTS_DIR:
         log(f"regenerated {report.write_results_md()}")
     for run in results["runs"]:
-        print(f"{run['stores']:3d} stores: {run['seconds']:7.1f}s  ({run['vs_first']}x the first"
-              f" count, rc {run['rc']})")
+        print(f"{run['stores']:3d} stores, {run['waves']} waves: {run['seconds']:7.1f}s  "
+              f"({run['vs_one_store']}x one store, rc {run['rc']})")
     return 0 if all(r["rc"] == 0 for r in results["runs"]) else 1
 
 

@@ -246,6 +246,26 @@ def test_a_changed_gateway_or_rollout_figure_changes_results_md(tmp_path):
     assert report.render(tmp_path) + "\n" == head
 
 
+def test_rollout_scale_harness_output_renders(tmp_path):
+    """What bench/rollout_scale.py writes is what report.py renders (it once wrote keys the
+    report did not read, and a real run crashed while regenerating RESULTS.md)."""
+    import rollout_scale
+
+    assert rollout_scale.wave_sizes(1, [1, "100%"]) == [1]
+    assert rollout_scale.wave_sizes(6, [1, "100%"]) == [1, 5]
+    assert rollout_scale.wave_sizes(20, [1, "10%", "50%", "100%"]) == [1, 2, 10, 7]
+    results = {"kind": "rollout_scale", "image": "photo-sync/systemd-fleet:bookworm",
+               "forks": "ansible.cfg's", "runs": [
+                   {"stores": 1, "seconds": 100.0, "rc": 0, "slowest_tasks": []},
+                   {"stores": 6, "seconds": 150.0, "rc": 0,
+                    "slowest_tasks": [{"task": "Gathering Facts", "seconds": 9.5}]}]}
+    rollout_scale.summarise(results, [1, "100%"], ["--counts", "1", "6"])
+    table = report.rollout_table(results)
+    assert "`bench/rollout_scale.py --counts 1 6`" in table
+    assert "| 6 | 2 | 150.0 | 1.5x |" in table
+    assert "Gathering Facts (9.5)" in table
+
+
 def test_readme_capacity_figures_are_the_committed_json():
     # The README's capacity model quotes measured figures: a rerun that changes them must
     # change the README too, or this fails.
