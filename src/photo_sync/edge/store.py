@@ -441,9 +441,8 @@ class EdgeStore:
         sessions can hash the table in parallel."""
         where, params = "", ()
         if parts > 1:
-            # Split on the id's first 32 bits: the shares are disjoint and cover every id.
-            where = ("WHERE ('x' || substr(replace(id::text, '-', ''), 1, 8))::bit(32)::bigint "
-                     "%% %s = %s")
+            # Split on the id's first byte: the shares are disjoint and cover every id.
+            where = "WHERE get_byte(uuid_send(id), 0) %% %s = %s"
             params = (parts, part)
         rows = self.conn.execute(
             f"SELECT id, version, checksum, sync_status, image_binary IS NOT NULL AS has_bytes, "
