@@ -148,6 +148,9 @@ class _FastPhotos:
                 row = EdgeStore.serve_photo(conn, self.table, photo_id, with_bytes=False)
         except (psycopg.Error, PoolTimeout):
             return None
+        # The view answers what this path cannot; it reuses the row (and that no cached file
+        # was found) instead of reading them again.
+        environ[_ROW_READ] = row
         if row is None or not row["held"]:
             return None
         cached = _cached_file(self.cache_dir, row)
@@ -173,6 +176,10 @@ class _FastPhotos:
         if wrapper is None:
             return FileWrapper(handle)
         return wrapper(handle, 256 * 1024)
+
+
+# environ key: the row the fast path read for this request (metadata, no bytes; None: no row).
+_ROW_READ = "photo_sync.serve.row"
 
 
 def _pool() -> ConnectionPool:
@@ -213,14 +220,18 @@ def photo(photo_id: str):
     conditional = request.if_none_match
     cache_dir = current_app.config["CACHE_DIR"]
     cached = None
+    looked = _ROW_READ in request.environ  # the fast path read the row, found no file
     with _pool().connection() as conn:
-        # A revalidation usually ends in 304, and a cached photo is read from its file: ask
-        # for the bytes only when they are needed.
-        row = EdgeStore.serve_photo(conn, current_app.config["TABLE"], parsed,
-                                    with_bytes=not conditional and not cache_dir)
+        if looked:
+            row = request.environ[_ROW_READ]
+        else:
+            # A revalidation usually ends in 304, and a cached photo is read from its file:
+            # ask for the bytes only when they are needed.
+            row = EdgeStore.serve_photo(conn, current_app.config["TABLE"], parsed,
+                                        with_bytes=not conditional and not cache_dir)
         needs_bytes = (row is not None and row["held"] and row["data"] is None and not (
             conditional and conditional.contains_weak(row["checksum"])))
-        if needs_bytes and cache_dir:
+        if needs_bytes and cache_dir and not looked:
             cached = _cached_file(cache_dir, row)
             needs_bytes = cached is None
         if needs_bytes:
