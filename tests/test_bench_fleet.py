@@ -63,6 +63,13 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
     goals = result["goals"]
     assert goals == report.fleet_goals(result)
     assert all(g["met"] in (True, False) for g in goals)
+    # The goals are judged from the figures: a slow store or one 5xx turns them to "no".
+    worse = json.loads(json.dumps(result))
+    worse["scenarios"]["full"]["store_seconds_unthrottled"]["slowest_vs_median"] = 5.0
+    worse["scenarios"]["full"]["access_log"]["http_5xx"] = 1
+    judged = {g["what"]: g["met"] for g in report.fleet_goals(worse)}
+    assert judged["slowest store vs median, full"] is False
+    assert judged["5xx answers from HO, every scenario"] is False
     page = report.fleet_table(result)
     assert "| full: first full sync of the whole fleet, empty databases | 3 | yes |" in page
     # Secrets stay out of the results: no store's secret is written, only setting names.
