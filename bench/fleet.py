@@ -3,9 +3,15 @@
 
 One PostgreSQL cluster (HO catalog + one database per store), one SeaweedFS, and the HO API
 under gunicorn with the role's worker settings (PHOTO_SYNC_HO_WORKERS unset: min(4, 2 x CPUs);
-8 threads). Every store is registered at HO with `photo-sync-ho store set` and its own secret,
-and every agent is a separate `photo-sync-edge pull --mode M --json` process started the way
-the timers start them: each at a random offset within a compressed window (RandomizedDelaySec).
+8 threads), behind the HO gateway as the roles deploy it (`--front-door gateway`, the default:
+nginx from roles/ho_gateway's template over https, the API answering downloads with
+X-Accel-Redirect so that nginx streams the bytes from S3; `--front-door direct` has the agents
+talk to gunicorn itself). One bench-only change to the gateway: its token limit per client
+address is raised, because every agent here comes from 127.0.0.1 where a real fleet's stores
+each have their own address. Every store is registered at HO with `photo-sync-ho store set`
+and its own secret, and every agent is a separate `photo-sync-edge pull --mode M --json`
+process started the way the timers start them: each at a random offset within a compressed
+window (RandomizedDelaySec).
 
 Scenarios, in this order (each store's database starts empty for `full` and `full_throttled`):
 
@@ -25,9 +31,9 @@ Per scenario: time until every store is complete (first agent spawned to last ag
 the seconds in which any agent ran, aggregate MB/s over those seconds, each store's whole-process
 time (slowest against the median), HO CPU seconds (gunicorn master and workers, reaped workers
 included) per GB and per store, HO peak RSS (master + workers, sampled), list and download
-latency p50/p99 and the 429 and 5xx counts from HO's access log (gunicorn's request time, from
-the request read to the last byte written). Nothing is read from inside the agents but their
-`--json` summary counts.
+latency p50/p99 and the 429 and 5xx counts from the access log of HO's front door (nginx's
+request time through the gateway, what the stores saw; gunicorn's request time directly).
+Nothing is read from inside the agents but their `--json` summary counts.
 
 Writes fleet-N.json to --out (default bench/results) and, when that is bench/results,
 regenerates bench/RESULTS.md (bench/report.py renders a fleet section per file).
@@ -64,6 +70,8 @@ BOUNDARY = ("each store's time is its agent's whole process, spawn to reap; a sc
             "runs from its first agent spawned to its last agent reaped")
 T0 = time.monotonic()
 # One access-log line of photo_sync.ho.gunicorn_conf: '%(h)s "%(r)s" %(s)s %(B)s %(M)sms'.
+# The gateway's token limit for the bench: every agent shares 127.0.0.1 (see the docstring).
+BENCH_TOKEN_RATE, BENCH_TOKEN_BURST = "6000r/m", 1000
 ACCESS = re.compile(r'^\S+ "(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) '
                     r'(?P<bytes>\S+) (?P<ms>\d+)ms$')
 
@@ -116,6 +124,24 @@ def access_stats(lines: list[str]) -> dict:
         out[kind] = {"count": len(ms), "p50_ms": percentile(ms, 50),
                      "p99_ms": percentile(ms, 99)}
     return out
+
+
+def api_download_bytes(text: str) -> dict:
+    """Download requests and the body bytes gunicorn sent for them, from its access log."""
+    count = sent = 0
+    for line in text.splitlines():
+        match = ACCESS.match(line.strip())
+        if match and classify(match["target"]) == "download":
+            count += 1
+            sent += int(match["bytes"]) if match["bytes"].isdigit() else 0
+    return {"count": count, "body_bytes": sent}
+
+
+def gateway_access_stats(entries: list[dict]) -> dict:
+    """access_stats() from the gateway's JSON access log (request_time in seconds)."""
+    lines = [f'{e["client"]} "{e["method"]} {e["path"]} HTTP/1.1" {e["status"]} {e["bytes"]} '
+             f'{round(float(e["request_time"]) * 1000)}ms' for e in entries]
+    return access_stats(lines)
 
 
 def check_store(database_url: str, live: dict) -> dict:
@@ -177,10 +203,11 @@ def _cluster_class(max_connections: int):
 
 
 class Sampler:
-    """HO's peak RSS (master + workers) and the fleet's concurrency, sampled every 0.2 s."""
+    """HO's peak RSS (gunicorn master + workers, nginx master + workers when in front) and the
+    fleet's concurrency, sampled every 0.2 s."""
 
-    def __init__(self, ho_pid: int, running: dict):
-        self.ho_pid, self.running = ho_pid, running
+    def __init__(self, ho_pids: list[int], running: dict):
+        self.ho_pids, self.running = ho_pids, running
         self.peak_rss = 0
         self.peak_running = 0
         self._stop = threading.Event()
@@ -190,17 +217,19 @@ class Sampler:
     def _loop(self) -> None:
         import psutil
         while not self._stop.is_set():
-            try:
-                top = psutil.Process(self.ho_pid)
-                rss = top.memory_info().rss
-                for child in top.children():
-                    try:
-                        rss += child.memory_info().rss
-                    except psutil.NoSuchProcess:
-                        pass
-                self.peak_rss = max(self.peak_rss, rss)
-            except psutil.NoSuchProcess:
-                pass
+            rss = 0
+            for pid in self.ho_pids:
+                try:
+                    top = psutil.Process(pid)
+                    rss += top.memory_info().rss
+                    for child in top.children():
+                        try:
+                            rss += child.memory_info().rss
+                        except psutil.NoSuchProcess:
+                            pass
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak_rss = max(self.peak_rss, rss)
             self.peak_running = max(self.peak_running, len(self.running))
             self._stop.wait(0.2)
 
@@ -218,7 +247,7 @@ class Fleet:
         self.testbed = testbed
         self.root = testbed.tempdir("photo-sync-fleet-")
         self.rng = random.Random(args.seed)
-        self.pg = self.s3 = self.server = None
+        self.pg = self.s3 = self.server = self.gateway = None
         self.stores: list[dict] = []
         self.single: dict | None = None
         self.generation = 0
@@ -251,13 +280,24 @@ class Fleet:
         # CPUs)); the test bed's HOServer always sets it, so pass the same default explicitly.
         from photo_sync.ho.settings import HOSettings
         workers = self.args.ho_workers or HOSettings().worker_count
-        self.server = self.testbed.HOServer(self.root / "gunicorn", self.ho_env,
+        api_env = dict(self.ho_env)
+        if self.args.front_door == "gateway":
+            # As inventories/demo/group_vars/ho_api.yml: the gateway streams the bytes.
+            api_env.update({"PHOTO_SYNC_HO_ACCEL_REDIRECT": "true",
+                            "PHOTO_SYNC_HO_TRUSTED_PROXIES": "1"})
+        self.server = self.testbed.HOServer(self.root / "gunicorn", api_env,
                                             workers=workers, threads=self.args.ho_threads).start()
         self.ho_workers = workers
-        # The agents reach gunicorn itself. Not through the gateway yet: its token limit
-        # (per client address) would refuse N agents on one loopback address, so a gateway
-        # run needs that limit raised for the bench first (issue 12).
-        self.agent_ho_url = self.server.url
+        self.agent_ho_url, self.agent_extra_env = self.server.url, {}
+        if self.args.front_door == "gateway":
+            from support import gateway as gw_support
+            self.gateway = gw_support.Gateway(
+                self.root / "gateway", [f"127.0.0.1:{self.server.port}"], self.s3.endpoint,
+                "fleet", ho_gateway_token_rate=BENCH_TOKEN_RATE,
+                ho_gateway_token_burst=BENCH_TOKEN_BURST).start()
+            self.agent_ho_url = self.gateway.url
+            self.agent_extra_env = {"PHOTO_SYNC_EDGE_CA_BUNDLE": str(self.gateway.tls.ca_path)}
+            log(f"gateway (roles/ho_gateway's nginx.conf) at {self.gateway.url}")
         log(f"HO API at {self.server.url}: {workers} workers x {self.args.ho_threads} threads")
 
     def ho_cli(self, *args: str, stdin: str | None = None) -> str:
@@ -320,7 +360,7 @@ class Fleet:
         env = {"PHOTO_SYNC_EDGE_DATABASE_URL": store["database_url"],
                "PHOTO_SYNC_EDGE_HO_URL": self.agent_ho_url,
                "PHOTO_SYNC_EDGE_STORE_ID": store["store_id"],
-               "PHOTO_SYNC_EDGE_STORE_SECRET": store["secret"]}
+               "PHOTO_SYNC_EDGE_STORE_SECRET": store["secret"], **self.agent_extra_env}
         if store["wrong_secret"]:
             env["PHOTO_SYNC_EDGE_STORE_SECRET"] = "not-" + store["secret"]
         if store["throttled"]:
@@ -334,8 +374,11 @@ class Fleet:
         from run import tree_cpu_seconds as tree
 
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-        return {"ho_api": tree(self.server.process.pid), "s3": tree(self.s3.process.pid),
-                "postgres": tree(postmaster)}
+        cpu = {"ho_api": tree(self.server.process.pid), "s3": tree(self.s3.process.pid),
+               "postgres": tree(postmaster)}
+        if self.gateway:
+            cpu["gateway"] = tree(self.gateway.process.pid)
+        return cpu
 
     # One scenario ------------------------------------------------------------------------
 
@@ -387,11 +430,14 @@ class Fleet:
         offsets = sorted(self.rng.uniform(0, window) for _ in stores)
         self.rng.shuffle(offsets)
         log(f"{name}: {len(stores)} stores, pull --mode {mode}, spread over {window:.0f}s")
-        log_offset = self.server.log_path.stat().st_size
+        access_log = self.gateway.access_log if self.gateway else self.server.log_path
+        log_offset = access_log.stat().st_size if access_log.exists() else 0
+        api_log_offset = self.server.log_path.stat().st_size
         load = round(os.getloadavg()[0], 2)
         running: dict = {}
         cpu_before = self.cpu()
-        sampler = Sampler(self.server.process.pid, running)
+        sampler = Sampler([self.server.process.pid]
+                          + ([self.gateway.process.pid] if self.gateway else []), running)
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(len(stores)) as pool:
             futures = [pool.submit(self.run_agent, store, mode, t0 + offset, running)
@@ -399,8 +445,8 @@ class Fleet:
             agents = [f.result() for f in futures]
         sampler.stop()
         cpu_after = self.cpu()
-        time.sleep(0.3)  # gunicorn writes the last access lines after the response
-        with open(self.server.log_path, "rb") as handle:
+        time.sleep(0.3)  # gunicorn and nginx write the last access lines after the response
+        with open(access_log, "rb") as handle:
             handle.seek(log_offset)
             lines = handle.read().decode(errors="replace").splitlines()
         first = min(a["started"] for a in agents)
@@ -420,10 +466,16 @@ class Fleet:
         total_bytes = sum(a.get("bytes") or 0 for a in agents)
         cpu = {k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after}
         cpu["agents"] = round(sum(a["cpu_seconds"] for a in agents), 2)
+        # HO's own work: the API, and nginx when it is the front door (S3 is reported apart).
+        cpu["ho"] = round(cpu["ho_api"] + cpu.get("gateway", 0.0), 2)
         gb = total_bytes / 1e9
         times = [a["seconds"] for a in agents]
         plain = [a["seconds"] for a in agents if not a["throttled"] and not a["wrong_secret"]]
-        stats = access_stats(lines)
+        stats = (gateway_access_stats([json.loads(line) for line in lines if line.strip()])
+                 if self.gateway else access_stats(lines))
+        with open(self.server.log_path, "rb") as handle:
+            handle.seek(api_log_offset)
+            api_downloads = api_download_bytes(handle.read().decode(errors="replace"))
         result = {
             "description": description, "mode": mode, "stores": len(stores),
             "window_seconds": window, "loadavg_before": load,
@@ -441,17 +493,20 @@ class Fleet:
             "store_seconds_unthrottled": _spread(plain),
             "peak_concurrent_agents": sampler.peak_running,
             "cpu_seconds": cpu,
-            "ho_cpu_seconds_per_gb": round(cpu["ho_api"] / gb, 2) if gb >= 0.001 else None,
-            "ho_cpu_seconds_per_store": round(cpu["ho_api"] / len(stores), 3),
+            "ho_cpu_seconds_per_gb": round(cpu["ho"] / gb, 2) if gb >= 0.001 else None,
+            "ho_cpu_seconds_per_store": round(cpu["ho"] / len(stores), 3),
             "ho_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
             "access_log": stats,
+            # The download answers' body bytes as gunicorn logged them: 0 behind the gateway,
+            # where nginx streams every photo from S3 (X-Accel-Redirect).
+            "api_downloads": api_downloads,
             "agents": agents,
         }
         slow = result["store_seconds"]
         log(f"{name}: {'complete' if complete else f'INCOMPLETE ({len(incomplete)} stores)'}, "
             f"{result['makespan_seconds']}s to the last store, {result['mb_per_s']} MB/s over "
             f"{result['active_seconds']}s active, stores median {slow['median']}s slowest "
-            f"{slow['max']}s, HO CPU {cpu['ho_api']}s, 429s {stats['http_429']}, "
+            f"{slow['max']}s, HO CPU {cpu['ho']}s, 429s {stats['http_429']}, "
             f"5xx {stats['http_5xx']}")
         return result
 
@@ -481,16 +536,23 @@ class Fleet:
                                 "max_kb": round(max(sizes) / 1024, 1)}
         results["ho_server"] = {
             "workers": self.ho_workers, "threads": a.ho_threads,
-            "front_door": "gunicorn",
+            "front_door": a.front_door,
             "config": "gunicorn -c python:photo_sync.ho.gunicorn_conf "
                       "'photo_sync.ho.app:create_app()' (gthread)"}
+        if self.gateway:
+            results["ho_server"]["gateway"] = (
+                "roles/ho_gateway/templates/nginx.conf.j2 with the role's defaults (rendered by "
+                "tests/support/gateway.py), but ho_gateway_token_rate "
+                f"{BENCH_TOKEN_RATE} and ho_gateway_token_burst {BENCH_TOKEN_BURST}: every "
+                "agent comes from 127.0.0.1; the API with PHOTO_SYNC_HO_ACCEL_REDIRECT=true")
         results["edge_postgresql"] = ("one test-bed cluster, one database per store: fsync=off, "
                                       "synchronous_commit=off, full_page_writes=off")
         self.make_stores()
         results["wrong_secret_stores"] = [s["index"] for s in self.stores if s["wrong_secret"]]
+        ca = ", _CA_BUNDLE" if self.gateway else ""
         self.commands["agent"] = ("photo-sync-edge pull --mode MODE --json   (env "
                                   "PHOTO_SYNC_EDGE_DATABASE_URL, _HO_URL, _STORE_ID, "
-                                  "_STORE_SECRET; defaults otherwise), each store at a random "
+                                  f"_STORE_SECRET{ca}; defaults otherwise), each store at a random "
                                   f"offset within --window {a.window}")
         s: dict = {}
         wanted = a.scenarios
@@ -532,7 +594,7 @@ class Fleet:
 
     def close(self) -> None:
         """Stop every service; remove the temp folder unless --keep."""
-        for service in (self.server, self.s3):
+        for service in (self.gateway, self.server, self.s3):
             if service:
                 service.stop()
         if self.pg:
@@ -596,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="gunicorn workers (default: the role's, min(4, 2 x CPUs))")
     parser.add_argument("--ho-threads", type=int, default=8,
                         help="gunicorn threads per worker (default: the role's, 8)")
+    parser.add_argument("--front-door", choices=("gateway", "direct"), default="gateway",
+                        help="agents reach HO through the gateway (nginx, https, X-Accel-Redirect;"
+                             " the default, as the roles deploy it) or gunicorn directly")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--wrong-secret", type=int, default=0, metavar="K",
                         help="configure K stores with a wrong secret (to see the check fail)")

@@ -316,10 +316,14 @@ FLEET_HEADER = """\
 
 `make bench-fleet` runs `bench/fleet.py`. On this machine's loopback it starts one PostgreSQL
 cluster (the HO catalog and one database per store), SeaweedFS and the HO API under gunicorn
-with the role's worker settings, registers every store with `photo-sync-ho store set` and its
-own secret, and starts one `photo-sync-edge pull --json` process per store, each at a random
-offset within a short window, as the timers' randomized delay would. One store alone, full
-sync, is the baseline for "no collapse under load".
+with the role's worker settings, behind the HO gateway as the roles deploy it (nginx from
+`roles/ho_gateway`'s template over https, the API answering downloads with X-Accel-Redirect so
+that nginx streams the bytes from S3; a section says "reached directly" when the agents talked
+to gunicorn itself). The one bench-only change to the gateway is its token limit per client
+address, raised because every agent here comes from 127.0.0.1. It registers every store with
+`photo-sync-ho store set` and its own secret, and starts one `photo-sync-edge pull --json`
+process per store, each at a random offset within a short window, as the timers' randomized
+delay would. One store alone, full sync, is the baseline for "no collapse under load".
 
 **Checked, not assumed.** After every scenario each store's rows are compared with HO's live
 catalog (ids, versions, checksums, `sync_status`) and `md5(image_binary)` with the checksum, in
@@ -329,10 +333,12 @@ time runs from the first agent spawned to the last agent reaped.
 **Columns.** *Active s*: seconds in which at least one agent ran; the aggregate MB/s is the
 bytes the agents downloaded over those seconds. *Store s*: each agent's whole process, median
 and slowest (the throttled store left out of the ratio). *HO CPU*: the gunicorn master and
-workers (reaped workers included) during the scenario. *HO peak RSS*: master plus workers,
-sampled. *Latency*: HO's access log (gunicorn's request time, from the request read to the last
-byte written), so it leaves out the loopback hop and the agent's own queueing. *CPU s, the
-rest*: every agent process (reaped, so exact), `weed`, and the postmaster with its backends.
+workers (reaped workers included) plus nginx's master and workers when the gateway is in front
+(the JSON file splits them: `ho_api`, `gateway`) during the scenario. *HO peak RSS*: the same
+processes, sampled. *Latency*: the front door's access log: nginx's request time through the
+gateway (from the first byte read to the last byte sent, what a store saw less the network),
+gunicorn's request time directly. *CPU s, the rest*: every agent process (reaped, so exact),
+`weed`, and the postmaster with its backends.
 
 **Caveat.** The agents, HO, S3 and PostgreSQL share the same cores here, where every store of a
 real fleet has its own machine: with many agents the wall times measure this machine's cores,
@@ -402,7 +408,7 @@ def fleet_table(results: dict) -> str:
             st = sc["store_seconds"]
         complete = ("yes" if sc["complete"] else
                     f"**no** ({sc['stores'] - sc['stores_complete']} incomplete)")
-        cpu = sc["cpu_seconds"]["ho_api"]
+        cpu = sc["cpu_seconds"].get("ho", sc["cpu_seconds"]["ho_api"])  # older files: API only
         lines.append(
             f"| {name}: {sc['description']} | {sc['stores']} | {complete} "
             f"| {_f(sc['seconds_to_complete'])} | {sc['active_seconds']} | {_f(sc['mb_per_s'])} "

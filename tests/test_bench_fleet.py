@@ -36,6 +36,9 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
     assert (BENCH / "RESULTS.md").read_text() == results_md
     result = json.loads((tmp_path / "fleet-3.json").read_text())
     assert result["kind"] == "fleet" and result["stores"] == 3
+    # As the roles deploy HO: the agents went through the gateway, and nginx, not gunicorn,
+    # streamed the bytes (the API's access log holds only empty X-Accel answers).
+    assert result["ho_server"]["front_door"] == "gateway"
     s = result["scenarios"]
     assert list(s) == list(fleet.SCENARIOS)
     assert s["single_full"]["stores"] == 1
@@ -50,14 +53,21 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
         assert sc["seconds_to_complete"] >= max(a["seconds"] for a in sc["agents"])
         assert sc["access_log"]["http_5xx"] == 0
         assert sc["ho_peak_rss_mb"] > 0 and sc["cpu_seconds"]["ho_api"] > 0
+        assert sc["cpu_seconds"]["gateway"] >= 0
+        assert sc["cpu_seconds"]["ho"] == round(sc["cpu_seconds"]["ho_api"]
+                                                + sc["cpu_seconds"]["gateway"], 2)
     # What each scenario moved, as the agents' own summaries count it.
     assert all(a["downloaded"] == 4 for a in s["full"]["agents"])
     assert all(a["downloaded"] == 4 for a in s["full_throttled"]["agents"])
     assert all(a["downloaded"] + a["updated"] == 1 for a in s["incremental_1pct"]["agents"])
     assert all(a["downloaded"] == 0 for a in s["resync_nochange"]["agents"])
     assert s["resync_nochange"]["access_log"]["download"]["count"] == 0
-    # Latency comes from HO's access log: every download and list page the stores made.
+    # Latency comes from the gateway's access log: every download and list page the stores made.
     assert s["full"]["access_log"]["download"]["count"] >= 12
+    assert sum(sc["cpu_seconds"]["gateway"] for sc in s.values()) > 0
+    assert sum(a["bytes"] for a in s["full"]["agents"]) == 3 * result["photo_set"]["bytes_total"]
+    assert s["full"]["api_downloads"]["count"] >= 12
+    assert s["full"]["api_downloads"]["body_bytes"] == 0
     assert s["full"]["access_log"]["list"]["p99_ms"] is not None
     assert [a["throttled"] for a in s["full_throttled"]["agents"]].count(True) == 1
     goals = result["goals"]
@@ -79,7 +89,9 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
 
 def test_a_store_that_cannot_sync_is_incomplete_not_passed(tmp_path):
     # One store configured with a wrong secret: HO refuses it, its database stays empty.
-    run = _run(tmp_path, "--stores", "2", "--wrong-secret", "1", "--scenarios", "full")
+    # Straight at gunicorn (--front-door direct): its access log counts the 401.
+    run = _run(tmp_path, "--stores", "2", "--wrong-secret", "1", "--scenarios", "full",
+               "--front-door", "direct")
     assert run.returncode == 1, run.stdout[-3000:] + run.stderr[-3000:]
     assert "incomplete" in run.stderr
     sc = json.loads((tmp_path / "fleet-2.json").read_text())["scenarios"]["full"]
@@ -89,6 +101,7 @@ def test_a_store_that_cannot_sync_is_incomplete_not_passed(tmp_path):
     assert bad["wrong_secret"] and bad["rc"] == 4 and "refused" in bad["error"]
     assert good["check"]["complete"]
     assert sc["access_log"]["by_status"].get("401", 0) >= 1
+    assert "gateway" not in sc["cpu_seconds"]
     page = report.fleet_table(json.loads((tmp_path / "fleet-2.json").read_text()))
     assert "**no** (1 incomplete)" in page
 
