@@ -291,10 +291,14 @@ class Fleet:
         self.agent_ho_url, self.agent_extra_env = self.server.url, {}
         if self.args.front_door == "gateway":
             from support import gateway as gw_support
+            # The role's worker_connections (the test bed's small figure runs out at about
+            # 60 agents: each download holds a client, an API and an S3 connection).
+            defaults = gw_support.role_defaults()
             self.gateway = gw_support.Gateway(
                 self.root / "gateway", [f"127.0.0.1:{self.server.port}"], self.s3.endpoint,
                 "fleet", ho_gateway_token_rate=BENCH_TOKEN_RATE,
-                ho_gateway_token_burst=BENCH_TOKEN_BURST).start()
+                ho_gateway_token_burst=BENCH_TOKEN_BURST,
+                ho_gateway_worker_connections=defaults["ho_gateway_worker_connections"]).start()
             self.agent_ho_url = self.gateway.url
             self.agent_extra_env = {"PHOTO_SYNC_EDGE_CA_BUNDLE": str(self.gateway.tls.ca_path)}
             log(f"gateway (roles/ho_gateway's nginx.conf) at {self.gateway.url}")
