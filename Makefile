@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-BENCH_PHOTOS ?= 1000
+BENCH_PHOTOS ?= 300 1000
 FLEET_STORES ?= 50
 GATEWAY_PHOTOS ?= 300
 OPS_PHOTOS ?= 1000
@@ -14,7 +14,7 @@ OPS_SMALL_PHOTOS ?= 10000
 help:
 	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
 	@echo "make test   - every test: pytest against real services, lint, molecule scenarios"
-	@echo "make bench  - benchmarks against peers (BENCH_PHOTOS=$(BENCH_PHOTOS))"
+	@echo "make bench  - benchmarks against peers, one run over every size (BENCH_PHOTOS=\"$(BENCH_PHOTOS)\")"
 	@echo "make bench-fleet - one HO, FLEET_STORES=$(FLEET_STORES) stores syncing at once"
 	@echo "make bench-gateway - downloads and full syncs through the nginx gateway vs direct S3 and rclone"
 	@echo "make bench-ops - verify vs full sync, the store's photo server vs nginx"

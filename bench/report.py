@@ -194,6 +194,16 @@ def _cpu(series: dict) -> str:
     return f"{c['client']} / {c['ho_api']} / {c['s3']} / {c['postgres']} (= {c['total']})"
 
 
+def _invocation_line(r: dict) -> list[str]:
+    """Which invocation of bench/run.py measured this size (and which sizes with it)."""
+    inv = r.get("invocation")
+    if not inv:
+        return []
+    sizes = ", ".join(str(n) for n in inv["sizes"])
+    return [f"One invocation measured {sizes} photos: `{inv['command']}`, started "
+            f"{inv['started_at'][:19]}Z.", ""]
+
+
 def table(results: dict) -> str:
     """One results file's section of RESULTS.md: setup, commands, series, wrk, targets."""
     r, notes = on_process_boundary(results)
@@ -209,6 +219,7 @@ def table(results: dict) -> str:
         f"{r['ho_server']['workers']} workers x {r['ho_server']['threads']} threads; edge "
         f"PostgreSQL: {r['edge_postgresql']}. Raw figures: `bench/results/photos-{n}.json`.",
         "",
+        *_invocation_line(r),
         *[f"{note}\n" for note in notes],
         "| series | runs | time (s), median | MB/s | photos/s | peak RSS (MB), highest run "
         "| vs photo-sync full | CPU s, median: client / HO API / S3 / PG |",

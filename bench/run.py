@@ -618,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     """`bench/run.py`: run the bench, write the JSON and plot, regenerate RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=1000, help="photo set size (default 1000)")
+    parser.add_argument("--photos", type=int, nargs="+", default=[1000],
+                        help="photo set sizes, each measured in turn in this one run "
+                             "(default 1000; `make bench` gives 300 1000)")
     parser.add_argument("--large-photos", type=int, default=10000,
                         help="catalog size for the large incremental/RSS runs (small photos)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
@@ -641,22 +643,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.baseline_reps is None:
         args.baseline_reps = args.reps
-    if args.photos < 2 or args.reps < 1:
+    if min(args.photos) < 2 or args.reps < 1:
         parser.error("--photos must be at least 2 and --reps at least 1")
     ensure_tools()
 
-    bench = Bench(args)
-    try:
-        results = bench.run()
-    finally:
-        bench.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"photos-{args.photos}.json"
-    json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    log(f"wrote {json_path}")
-    png = report.plot(results, args.out / f"photos-{args.photos}.png")
-    if png:
-        log(f"wrote {png}")
+    # Every size of this invocation names it, so RESULTS.md can say they come from one run.
+    invocation = {"command": " ".join(["bench/run.py", *_public_argv(argv)]),
+                  "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+                  "sizes": list(args.photos)}
+    tables = []
+    for photos in args.photos:
+        one = argparse.Namespace(**{**vars(args), "photos": photos})
+        bench = Bench(one)
+        try:
+            results = bench.run()
+        finally:
+            bench.close()
+        results["invocation"] = invocation
+        args.out.mkdir(parents=True, exist_ok=True)
+        json_path = args.out / f"photos-{photos}.json"
+        json_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        log(f"wrote {json_path}")
+        png = report.plot(results, args.out / f"photos-{photos}.png")
+        if png:
+            log(f"wrote {png}")
+        tables.append(report.table(results))
     if args.no_results_md:
         pass
     elif args.out.resolve() == report.RESULTS_DIR:
@@ -664,8 +675,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # RESULTS.md is made from bench/results only: a run elsewhere must not rewrite it.
         log(f"bench/RESULTS.md left alone: {args.out} is not bench/results")
-    print(report.table(results))
+    print("\n".join(tables))
     return 0
+
+
+def _public_argv(argv: list[str] | None) -> list[str]:
+    """This run's arguments with the --out folder (a path of this machine) as a name."""
+    words, skip = [], False
+    for word in sys.argv[1:] if argv is None else argv:
+        if skip:
+            words.append("OUT_DIR")
+        elif word.startswith("--out="):
+            words.append("--out=OUT_DIR")
+        else:
+            words.append(word)
+        skip = word == "--out"
+    return words
 
 
 if __name__ == "__main__":
