@@ -517,3 +517,49 @@ def test_store_list_shows_state_and_reports(ho, tmp_path):
     text = ho.cli("store", "list").stdout
     assert any(store_id in line and "active" in line and "synced=1" in line
                for line in text.splitlines())
+
+
+def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
+    # What the ho_sync_api role runs once per rollout instead of one `store set` per store.
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    secrets_ = ["vault-secret-" + uuid.uuid4().hex for _ in ids]
+    fleet_list = [{"store_id": i, "name": f"Store {n}", "secret": s}
+                  for n, (i, s) in enumerate(zip(ids, secrets_))]
+
+    def set_many(entries, check=True):
+        return ho.cli("store", "set-many", "--json", input=json.dumps(entries), check=check)
+
+    first = json.loads(set_many(fleet_list).stdout)
+    assert first == {"changed": True, "created": ids, "updated": [], "unchanged": 0,
+                     "disabled": []}
+    assert all(token_response(ho, i, s).status_code == 200 for i, s in zip(ids, secrets_))
+    assert json.loads(set_many(fleet_list).stdout) == {
+        "changed": False, "created": [], "updated": [], "unchanged": 3, "disabled": []}
+
+    # One store disabled by an operator, one given a new secret: the list changes only those,
+    # and never enables the disabled one.
+    assert ho.cli("store", "disable", ids[0]).returncode == 0
+    fleet_list[1]["secret"] = "vault-secret-" + uuid.uuid4().hex
+    again = json.loads(set_many(fleet_list).stdout)
+    assert again == {"changed": True, "created": [], "updated": [ids[1]], "unchanged": 2,
+                     "disabled": [ids[0]]}
+    error_body(token_response(ho, ids[0], secrets_[0]), 401)
+    error_body(token_response(ho, ids[1], secrets_[1]), 401)
+    assert token_response(ho, ids[1], fleet_list[1]["secret"]).status_code == 200
+
+    # A bad entry anywhere: nothing of the list is written, and the error names the entry
+    # and the store, never a secret.
+    new_id = str(uuid.uuid4())
+    bad = [{"store_id": new_id, "secret": "vault-secret-" + uuid.uuid4().hex},
+           {"store_id": ids[2], "secret": "short"}]
+    refused = set_many(bad, check=False)
+    assert refused.returncode == 2 and "entry 1" in refused.stderr and ids[2] in refused.stderr
+    assert "short" not in refused.stderr and bad[0]["secret"] not in refused.stderr
+    error_body(token_response(ho, new_id, bad[0]["secret"]), 401)
+    for junk, words in (("not json", "not JSON"), ('{"a": 1}', "JSON list"),
+                        ('[{"store_id": "x", "secret": "0123456789abcdefg"}]', "not a UUID"),
+                        (json.dumps([fleet_list[2], fleet_list[2]]), "listed twice")):
+        result = ho.cli("store", "set-many", input=junk, check=False)
+        assert result.returncode == 2 and words in result.stderr, (junk, result.stderr)
+    text = ho.cli("store", "set-many", input=json.dumps(fleet_list)).stdout
+    assert text.startswith("stores: 0 created, 0 updated, 3 unchanged; disabled")

@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--secret-stdin", action="store_true", required=True)
     set_.add_argument("--json", action="store_true",
                       help='print {"store_id", "result", "changed", "enabled"}')
+    many = store_sub.add_parser(
+        "set-many", help="`store set` for many stores in one transaction: a JSON list of "
+        '{"store_id", "name", "secret"} on stdin (what a rollout runs once for the fleet)')
+    many.add_argument("--json", action="store_true",
+                      help='print {"changed", "created", "updated", "unchanged", "disabled"}')
     for name, text in (("enable", "let a disabled store get tokens again"),
                        ("disable", "disable a store; its tokens stop working at once")):
         cmd = store_sub.add_parser(name, help=text)
@@ -184,6 +189,8 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
             print(f"{result} store {args.store_id}"
                   + ("" if enabled else " (disabled: `photo-sync-ho store enable` enables it)"))
         return 0
+    if command == "set-many":
+        return _set_many(conn, args)
     if command in ("enable", "disable"):
         change = catalog.enable_store if command == "enable" else catalog.disable_store
         with conn.transaction():
@@ -212,6 +219,64 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
             state = "active" if row["active"] else "disabled"
             print(f"{row['id']}  {row['name'] or '-':20}  {state:8}  synced={row['synced']} "
                   f"failed={row['failed']}  last_report={row['last_report_at'] or '-'}")
+    return 0
+
+
+def _read_store_list(text: str) -> list[tuple[uuid.UUID, str, str]]:
+    """The stores of `store set-many`'s stdin, checked whole before anything is written.
+    Errors name the entry and the store, never a secret."""
+    try:
+        entries = json.loads(text)
+    except ValueError:
+        raise ConfigError("store set-many: stdin is not JSON: give a list of "
+                          '{"store_id", "name", "secret"}') from None
+    if not isinstance(entries, list):
+        raise ConfigError('store set-many: stdin must be a JSON list of {"store_id", "name", '
+                          '"secret"}')
+    stores, seen = [], set()
+    for index, entry in enumerate(entries):
+        where = f"store set-many: entry {index}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f'{where} is not an object with "store_id" and "secret"')
+        try:
+            store_id = uuid.UUID(str(entry.get("store_id")))
+        except ValueError:
+            raise ConfigError(f"{where}: store_id {str(entry.get('store_id'))[:60]!r} is not "
+                              "a UUID") from None
+        secret, name = entry.get("secret"), entry.get("name") or ""
+        if not isinstance(secret, str) or len(secret.strip()) < 16:
+            raise ConfigError(f"{where} (store {store_id}): the secret must be a string of at "
+                              "least 16 characters")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where} (store {store_id}): the name must be a string")
+        if store_id in seen:
+            raise ConfigError(f"{where}: store {store_id} is listed twice")
+        seen.add(store_id)
+        stores.append((store_id, name, secret.strip()))
+    return stores
+
+
+def _set_many(conn: psycopg.Connection, args: argparse.Namespace) -> int:
+    stores = _read_store_list(sys.stdin.read())
+    outcome: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [],
+                                     "disabled": []}
+    # One transaction: a list that fails half-way registers none of it.
+    with conn.transaction():
+        for store_id, name, secret in stores:
+            result, enabled = catalog.set_store(conn, store_id, name, secret)
+            outcome[result].append(str(store_id))
+            if not enabled:
+                outcome["disabled"].append(str(store_id))
+    changed = bool(outcome["created"] or outcome["updated"])
+    if args.json:
+        _print_json({"changed": changed, "created": outcome["created"],
+                     "updated": outcome["updated"], "unchanged": len(outcome["unchanged"]),
+                     "disabled": outcome["disabled"]})
+    else:
+        print(f"stores: {len(outcome['created'])} created, {len(outcome['updated'])} updated, "
+              f"{len(outcome['unchanged'])} unchanged"
+              + (f"; disabled (`photo-sync-ho store enable` enables them): "
+                 f"{', '.join(outcome['disabled'])}" if outcome["disabled"] else ""))
     return 0
 
 
