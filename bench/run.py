@@ -11,6 +11,7 @@ API under gunicorn on 127.0.0.1, generates a photo set, and measures (each
   baseline           the original design's plan (bench/baseline.py), on a subset, per photo
   practical          parallel S3 GETs + binary COPY, no API (bench/practical.py)
   incremental_nochange / incremental_nochange_large   nothing changed, N and --large-photos
+  cli_startup        `photo-sync-edge --help`: start-up and imports, the floor under any pull
                      (3 runs per repetition: cheap, and sensitive to CPU contention)
   full_sync_large    full sync of the large set (peak RSS)
   incremental_1pct   incremental after 1% of the photos changed
@@ -492,6 +493,12 @@ class Bench:
         m["full_sync"] = _series(full, total_mb, args.photos)
         m["full_sync_presigned"] = _series(pre, total_mb, args.photos)
         m["incremental_nochange"] = _series(incr)
+        # The floor under every pull: the interpreter and the CLI's imports (psycopg,
+        # requests), no database or HO. What a no-change incremental spends above it is its
+        # own work.
+        cmd = [str(BIN / "photo-sync-edge"), "--help"]
+        self.commands["cli_startup"] = "photo-sync-edge --help"
+        m["cli_startup"] = _series([self.measured(cmd) for _ in range(args.reps * 3)])
         m["rclone"] = _series(rcl, total_mb, args.photos)
         m["practical"] = _series(prac, total_mb, args.photos)
 

@@ -74,26 +74,33 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
     results_md = (BENCH / "RESULTS.md").read_text()
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--photos", "4", "--large-photos", "8",
+        [sys.executable, str(BENCH / "run.py"), "--photos", "3", "4", "--large-photos", "8",
          "--reps", "1", "--baseline-photos", "2", "--wrk-seconds", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # A run outside bench/results leaves the committed page alone.
     assert (BENCH / "RESULTS.md").read_text() == results_md
     result = json.loads((out / "photos-4.json").read_text())
+    # Both sizes come from this one invocation, and the page says so for each.
+    smaller = json.loads((out / "photos-3.json").read_text())
+    assert smaller["photos"] == 3 and smaller["invocation"] == result["invocation"]
+    assert result["invocation"]["sizes"] == [3, 4]
+    assert result["invocation"]["command"].startswith("bench/run.py --photos 3 4 ")
+    assert "OUT_DIR" in result["invocation"]["command"] and str(out) not in json.dumps(result)
     assert result["schema"] == report.SCHEMA and result["statistic"] == "median"
     assert result["boundary"].startswith("whole process")
     # One boundary: nothing timed from inside a process reaches the results.
     assert not {"inner_seconds", "duration", "duration_us"} & _keys(result)
     m = result["measurements"]
     assert set(m) == {"full_sync", "full_sync_presigned", "incremental_nochange", "rclone",
-                      "practical", "baseline",
+                      "practical", "baseline", "cli_startup",
                       "wrk", "incremental_1pct", "full_sync_large", "incremental_nochange_large"}
     for name, series in m.items():
         if name != "wrk":
             assert series["median_seconds"] > 0 and series["run_count"] == len(series["runs"])
             assert series["peak_rss_mb"] > 0, name
     assert m["incremental_nochange"]["run_count"] == 3
+    assert m["cli_startup"]["run_count"] == 3 and result["commands"]["cli_startup"]
     assert m["full_sync"]["runs"][0]["summary"]["downloaded"] == 4
     # The plain series goes through the API; the presigned one takes every byte from S3.
     assert m["full_sync"]["runs"][0]["api_downloads"] >= 4
@@ -116,7 +123,7 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
         assert w["requests"] > 0 and w["errors"]["status"] == 0
         assert w["req_per_s"] == round(w["requests"] / w["seconds"], 1)
     ratios, targets = report.evaluate(result)
-    assert result["targets"] == targets and len(targets) == 9
+    assert result["targets"] == targets and len(targets) == 10
     assert all(t["value"] is not None and t["met"] in (True, False) for t in targets)
     assert {"full_vs_rclone", "baseline_vs_full", "incr_vs_full", "incr_large_vs_small",
             "s3_vs_api_download"} <= set(result["ratios"])
@@ -126,6 +133,8 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
     page = report.render(out)
     assert report.NOT_RECORDED not in page
     assert "| incremental, nothing changed (4 photos) | 3 |" in page
+    assert "One invocation measured 3, 4 photos: `bench/run.py --photos 3 4 " in page
+    assert "| the floor under it: CLI start-up and imports (`photo-sync-edge --help`) | 3 |" in page
 
 
 def test_results_md_is_exactly_what_the_committed_json_makes():
