@@ -62,6 +62,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
 import report  # noqa: E402  (bench/report.py renders the results)
+from run import public_argv  # noqa: E402  (a command line with no path of this machine)
 
 BIN = Path(sys.executable).parent
 SCHEMA = 1
@@ -591,7 +592,8 @@ class Fleet:
             if throttled:
                 throttled["throttled"] = False
         results["scenarios"] = s
-        results["commands"] = {**self.commands, "fleet": _fleet_command(sys.argv[1:])}
+        results["commands"] = {**self.commands,
+                              "fleet": " ".join(["bench/fleet.py", *public_argv(None)])}
         results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         results["goals"] = report.fleet_goals(results)
         return results
@@ -605,20 +607,6 @@ class Fleet:
             self.pg.stop("immediate")
         if not self.args.keep:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _fleet_command(argv: list[str]) -> str:
-    """This run's command line, with the --out folder (a path of this machine) as a name."""
-    words, skip = ["bench/fleet.py"], False
-    for word in argv:
-        if skip:
-            words.append("OUT_DIR")
-        elif word.startswith("--out="):
-            words.append("--out=OUT_DIR")
-        else:
-            words.append(word)
-        skip = word == "--out"
-    return " ".join(words)
 
 
 def _spread(times: list[float]) -> dict:

@@ -655,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
 
     # Every size of this invocation names it, so RESULTS.md can say they come from one run.
-    invocation = {"command": " ".join(["bench/run.py", *_public_argv(argv)]),
+    invocation = {"command": " ".join(["bench/run.py", *public_argv(argv)]),
                   "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                   "sizes": list(args.photos)}
     tables = []
@@ -686,7 +686,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _public_argv(argv: list[str] | None) -> list[str]:
+def public_argv(argv: list[str] | None) -> list[str]:
     """This run's arguments with the --out folder (a path of this machine) as a name."""
     words, skip = [], False
     for word in sys.argv[1:] if argv is None else argv:
