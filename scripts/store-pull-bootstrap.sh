@@ -68,6 +68,7 @@ fi
 
 # The same command photo-sync-pull.service runs (the playbook writes that unit).
 export ANSIBLE_COLLECTIONS_PATH="$kit/pull/collections" ANSIBLE_PIPELINING=true \
-    ANSIBLE_PYTHON_INTERPRETER=auto_silent ANSIBLE_NOCOLOR=true ANSIBLE_RETRY_FILES_ENABLED=false PYTHONUNBUFFERED=1
+    ANSIBLE_PYTHON_INTERPRETER=auto_silent ANSIBLE_NOCOLOR=true \
+    ANSIBLE_RETRY_FILES_ENABLED=false PYTHONUNBUFFERED=1
 exec "$venv/bin/ansible-pull" --url "$repo" --checkout "$branch" --directory "$home/checkout" \
     --inventory localhost, --extra-vars "@$settings" playbooks/store-pull.yml
