@@ -71,4 +71,5 @@ export ANSIBLE_COLLECTIONS_PATH="$kit/pull/collections" ANSIBLE_PIPELINING=true 
     ANSIBLE_PYTHON_INTERPRETER=auto_silent ANSIBLE_NOCOLOR=true \
     ANSIBLE_RETRY_FILES_ENABLED=false PYTHONUNBUFFERED=1
 exec "$venv/bin/ansible-pull" --url "$repo" --checkout "$branch" --directory "$home/checkout" \
-    --inventory localhost, --extra-vars "@$settings" playbooks/store-pull.yml
+    --inventory localhost, --extra-vars "store_pull_settings=$settings" --extra-vars "@$settings" \
+    playbooks/store-pull.yml
