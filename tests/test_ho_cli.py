@@ -529,12 +529,19 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     def set_many(entries, check=True):
         return ho.cli("store", "set-many", "--json", input=json.dumps(entries), check=check)
 
+    # Check mode first: it says what it would create, and writes nothing.
+    dry = ho.cli("store", "set-many", "--json", "--dry-run", input=json.dumps(fleet_list))
+    assert json.loads(dry.stdout) == {"changed": True, "created": ids, "updated": [],
+                                      "unchanged": 0, "disabled": [], "dry_run": True}
+    error_body(token_response(ho, ids[0], secrets_[0]), 401)
+
     first = json.loads(set_many(fleet_list).stdout)
     assert first == {"changed": True, "created": ids, "updated": [], "unchanged": 0,
-                     "disabled": []}
+                     "disabled": [], "dry_run": False}
     assert all(token_response(ho, i, s).status_code == 200 for i, s in zip(ids, secrets_))
     assert json.loads(set_many(fleet_list).stdout) == {
-        "changed": False, "created": [], "updated": [], "unchanged": 3, "disabled": []}
+        "changed": False, "created": [], "updated": [], "unchanged": 3, "disabled": [],
+        "dry_run": False}
 
     # One store disabled by an operator, one given a new secret: the list changes only those,
     # and never enables the disabled one.
@@ -542,7 +549,7 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     fleet_list[1]["secret"] = "vault-secret-" + uuid.uuid4().hex
     again = json.loads(set_many(fleet_list).stdout)
     assert again == {"changed": True, "created": [], "updated": [ids[1]], "unchanged": 2,
-                     "disabled": [ids[0]]}
+                     "disabled": [ids[0]], "dry_run": False}
     error_body(token_response(ho, ids[0], secrets_[0]), 401)
     error_body(token_response(ho, ids[1], secrets_[1]), 401)
     assert token_response(ho, ids[1], fleet_list[1]["secret"]).status_code == 200

@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "set-many", help="`store set` for many stores in one transaction: a JSON list of "
         '{"store_id", "name", "secret"} on stdin (what a rollout runs once for the fleet)')
     many.add_argument("--json", action="store_true",
-                      help='print {"changed", "created", "updated", "unchanged", "disabled"}')
+                      help='print {"changed", "created", "updated", "unchanged", "disabled", '
+                           '"dry_run"}')
+    many.add_argument("--dry-run", action="store_true",
+                      help="say what would be created and updated, and write nothing (Ansible's "
+                           "check mode)")
     for name, text in (("enable", "let a disabled store get tokens again"),
                        ("disable", "disable a store; its tokens stop working at once")):
         cmd = store_sub.add_parser(name, help=text)
@@ -260,20 +264,24 @@ def _set_many(conn: psycopg.Connection, args: argparse.Namespace) -> int:
     stores = _read_store_list(sys.stdin.read())
     outcome: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [],
                                      "disabled": []}
-    # One transaction: a list that fails half-way registers none of it.
+    # One transaction: a list that fails half-way registers none of it; a dry run is the
+    # same work, rolled back.
     with conn.transaction():
         for store_id, name, secret in stores:
             result, enabled = catalog.set_store(conn, store_id, name, secret)
             outcome[result].append(str(store_id))
             if not enabled:
                 outcome["disabled"].append(str(store_id))
+        if args.dry_run:
+            raise psycopg.Rollback()
     changed = bool(outcome["created"] or outcome["updated"])
     if args.json:
         _print_json({"changed": changed, "created": outcome["created"],
                      "updated": outcome["updated"], "unchanged": len(outcome["unchanged"]),
-                     "disabled": outcome["disabled"]})
+                     "disabled": outcome["disabled"], "dry_run": args.dry_run})
     else:
-        print(f"stores: {len(outcome['created'])} created, {len(outcome['updated'])} updated, "
+        print(("dry run, nothing written; " if args.dry_run else "")
+              + f"stores: {len(outcome['created'])} created, {len(outcome['updated'])} updated, "
               f"{len(outcome['unchanged'])} unchanged"
               + (f"; disabled (`photo-sync-ho store enable` enables them): "
                  f"{', '.join(outcome['disabled'])}" if outcome["disabled"] else ""))
