@@ -112,18 +112,25 @@ def pull_digest() -> str:
     return " pull " + " ".join(parts)
 
 
-def collect(requirements: list[str], target: Path, scratch: Path, env: dict[str, str],
-            refresh: bool, what: str) -> tuple[list[str], list[str]]:
-    """Make target hold the wheels of requirements and their dependencies: offline from
-    target's own wheels first, from the index when that fails or with refresh."""
-    built = scratch / target.name
+def gather(requirements: list[str], have: Path, built: Path, env: dict[str, str],
+           refresh: bool, what: str, links: tuple[Path, ...] = ()) -> None:
+    """Put the wheels of requirements and their dependencies in built: offline from the
+    wheels in `have` (and `links`) first, from the index when that fails or with refresh."""
+    find = [arg for link in links for arg in ("--find-links", str(link))]
     offline = None
-    if target.is_dir() and not refresh:
-        offline = pip_wheel(["--no-index", "--find-links", str(target), "--wheel-dir", str(built),
-                             *requirements], env)
+    if have.is_dir() and not refresh:
+        offline = pip_wheel(["--no-index", "--find-links", str(have), *find, "--wheel-dir",
+                             str(built), *requirements], env)
     if offline is None or offline.returncode != 0:
         shutil.rmtree(built, ignore_errors=True)
-        check(pip_wheel(["--wheel-dir", str(built), *requirements], env), what)
+        check(pip_wheel([*find, "--wheel-dir", str(built), *requirements], env), what)
+
+
+def collect(requirements: list[str], target: Path, scratch: Path, env: dict[str, str],
+            refresh: bool, what: str) -> tuple[list[str], list[str]]:
+    """Make target hold exactly the wheels of requirements and their dependencies."""
+    built = scratch / target.name
+    gather(requirements, target, built, env, refresh, what)
     return sync(built, target)
 
 
@@ -228,13 +235,8 @@ def main() -> None:
         check(pip_wheel(["--no-deps", "--wheel-dir", str(own), str(args.source)], env),
               f"building the photo_sync wheel from {args.source}")
         wheel = next(own.glob("photo_sync-*.whl"))
-        offline = None
-        if house.is_dir() and not args.refresh:
-            offline = pip_wheel(["--no-index", "--find-links", str(house), "--find-links", str(own),
-                                 "--wheel-dir", str(deps), str(wheel)], env)
-        if offline is None or offline.returncode != 0:
-            check(pip_wheel(["--find-links", str(own), "--wheel-dir", str(deps), str(wheel)], env),
-                  "collecting the dependency wheels")
+        gather([str(wheel)], house, deps, env, args.refresh, "collecting the dependency wheels",
+               links=(own,))
         shutil.copyfile(wheel, deps / wheel.name)
         a, r = sync(deps, house)
         added += a
