@@ -182,8 +182,9 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
         return 0
     if command == "set":
         secret = sys.stdin.readline().strip()
-        if len(secret) < 16:
-            raise ConfigError("the store secret on stdin must be at least 16 characters")
+        if not _secret_ok(secret):
+            raise ConfigError("the store secret on stdin must be at least "
+                              f"{MIN_SECRET_CHARS} characters")
         with conn.transaction():
             result, enabled = catalog.set_store(conn, args.store_id, args.name, secret)
         if args.json:
@@ -226,6 +227,14 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_SECRET_CHARS = 16
+
+
+def _secret_ok(secret: str) -> bool:
+    """Whether a store secret given to `store set` or `store set-many` is long enough."""
+    return len(secret) >= MIN_SECRET_CHARS
+
+
 def _read_store_list(text: str) -> list[tuple[uuid.UUID, str, str]]:
     """The stores of `store set-many`'s stdin, checked whole before anything is written.
     Errors name the entry and the store, never a secret."""
@@ -248,9 +257,9 @@ def _read_store_list(text: str) -> list[tuple[uuid.UUID, str, str]]:
             raise ConfigError(f"{where}: store_id {str(entry.get('store_id'))[:60]!r} is not "
                               "a UUID") from None
         secret, name = entry.get("secret"), entry.get("name") or ""
-        if not isinstance(secret, str) or len(secret.strip()) < 16:
+        if not isinstance(secret, str) or not _secret_ok(secret.strip()):
             raise ConfigError(f"{where} (store {store_id}): the secret must be a string of at "
-                              "least 16 characters")
+                              f"least {MIN_SECRET_CHARS} characters")
         if not isinstance(name, str):
             raise ConfigError(f"{where} (store {store_id}): the name must be a string")
         if store_id in seen:
