@@ -8,10 +8,10 @@ nginx from roles/ho_gateway's template over https, the API answering downloads w
 X-Accel-Redirect so that nginx streams the bytes from S3; `--front-door direct` has the agents
 talk to gunicorn itself). One bench-only change to the gateway: its token limit per client
 address is raised, because every agent here comes from 127.0.0.1 where a real fleet's stores
-each have their own address. Every store is registered at HO with `photo-sync-ho store set`
-and its own secret, and every agent is a separate `photo-sync-edge pull --mode M --json`
-process started the way the timers start them: each at a random offset within a compressed
-window (RandomizedDelaySec).
+each have their own address. Every store is registered at HO with its own secret by one `photo-
+sync-ho store set-many` (as the ho_sync_api role does), and every agent is a separate `photo-
+sync-edge pull --mode M --json` process started the way the timers start them: each at a random
+offset within a compressed window (RandomizedDelaySec).
 
 Scenarios, in this order (each store's database starts empty for `full` and `full_throttled`):
 
@@ -315,23 +315,22 @@ class Fleet:
                              f"{result.stderr[-2000:]}")
         return result.stdout
 
-    def register(self, index: int, name: str) -> dict:
-        """A store registered at HO with its own id and secret (`store set`, secret on stdin)."""
-        store_id, secret = str(uuid.uuid4()), secrets.token_urlsafe(24)
-        self.ho_cli("store", "set", store_id, "--name", name, "--secret-stdin",
-                    stdin=secret + "\n")
-        return {"index": index, "name": name, "store_id": store_id, "secret": secret,
-                "wrong_secret": False, "throttled": False}
-
     def make_stores(self) -> None:
         """N fleet stores and the baseline store, registered and each with an empty database."""
         count = self.args.stores
-        log(f"registering {count} + 1 stores at HO (photo-sync-ho store set)")
-        self.commands["register"] = ("photo-sync-ho store set STORE_ID --name NAME "
-                                     "--secret-stdin   (one per store, its own secret)")
-        with concurrent.futures.ThreadPoolExecutor(self.args.setup_jobs) as pool:
-            stores = list(pool.map(lambda i: self.register(i, f"fleet-{i:04d}"), range(count)))
-        self.single = self.register(count, "fleet-single")
+        stores = [{"index": i, "name": f"fleet-{i:04d}" if i < count else "fleet-single",
+                   "store_id": str(uuid.uuid4()), "secret": secrets.token_urlsafe(24),
+                   "wrong_secret": False, "throttled": False} for i in range(count + 1)]
+        # As the ho_sync_api role registers an inventory's stores: one process, one list.
+        log(f"registering {count} + 1 stores at HO (photo-sync-ho store set-many)")
+        self.commands["register"] = ("photo-sync-ho store set-many --json   (one JSON list of "
+                                     "every store with its own secret, on stdin)")
+        listed = [{k: store[k] for k in ("store_id", "name", "secret")} for store in stores]
+        created = json.loads(self.ho_cli("store", "set-many", "--json",
+                                         stdin=json.dumps(listed)))["created"]
+        if len(created) != count + 1:
+            raise SystemExit(f"fleet: store set-many created {len(created)} of {count + 1} stores")
+        stores, self.single = stores[:count], stores[count]
         for store in stores[:self.args.wrong_secret]:
             # Registered with one secret, configured with another: HO refuses its token, and
             # the check after every scenario must show it incomplete.
@@ -658,8 +657,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="configure K stores with a wrong secret (to see the check fail)")
     parser.add_argument("--run-timeout", type=float, default=900,
                         help="seconds before an agent is killed (default 900)")
-    parser.add_argument("--setup-jobs", type=int, default=3,
-                        help="parallel `photo-sync-ho store set` while registering stores")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=BENCH / "results")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")

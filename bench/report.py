@@ -344,9 +344,9 @@ with the role's worker settings, behind the HO gateway as the roles deploy it (n
 `roles/ho_gateway`'s template over https, the API answering downloads with X-Accel-Redirect so
 that nginx streams the bytes from S3; a section says "reached directly" when the agents talked
 to gunicorn itself). The one bench-only change to the gateway is its token limit per client
-address, raised because every agent here comes from 127.0.0.1. It registers every store with
-`photo-sync-ho store set` and its own secret, and starts one `photo-sync-edge pull --json`
-process per store, each at a random offset within a short window, as the timers' randomized
+address, raised because every agent here comes from 127.0.0.1. It registers every store at
+HO with its own secret (each section's commands say how), and starts one `photo-sync-edge pull
+--json` process per store, each at a random offset within a short window, as the timers' randomized
 delay would. One store alone, full sync, is the baseline for "no collapse under load".
 
 **Checked, not assumed.** After every scenario each store's rows are compared with HO's live

@@ -39,6 +39,7 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
     # As the roles deploy HO: the agents went through the gateway, and nginx, not gunicorn,
     # streamed the bytes (the API's access log holds only empty X-Accel answers).
     assert result["ho_server"]["front_door"] == "gateway"
+    assert result["commands"]["register"].startswith("photo-sync-ho store set-many")
     s = result["scenarios"]
     assert list(s) == list(fleet.SCENARIOS)
     assert s["single_full"]["stores"] == 1
@@ -53,7 +54,7 @@ def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
         assert sc["seconds_to_complete"] >= max(a["seconds"] for a in sc["agents"])
         assert sc["access_log"]["http_5xx"] == 0
         assert sc["ho_peak_rss_mb"] > 0 and sc["cpu_seconds"]["ho_api"] > 0
-        assert sc["cpu_seconds"]["gateway"] >= 0
+        assert "gateway" in sc["cpu_seconds"]  # nginx's share, counted in every scenario
         assert sc["cpu_seconds"]["ho"] == round(sc["cpu_seconds"]["ho_api"]
                                                 + sc["cpu_seconds"]["gateway"], 2)
     # What each scenario moved, as the agents' own summaries count it.
