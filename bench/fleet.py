@@ -8,10 +8,10 @@ nginx from roles/ho_gateway's template over https, the API answering downloads w
 X-Accel-Redirect so that nginx streams the bytes from S3; `--front-door direct` has the agents
 talk to gunicorn itself). One bench-only change to the gateway: its token limit per client
 address is raised, because every agent here comes from 127.0.0.1 where a real fleet's stores
-each have their own address. Every store is registered at HO with its own secret by one `photo-
-sync-ho store set-many` (as the ho_sync_api role does), and every agent is a separate `photo-
-sync-edge pull --mode M --json` process started the way the timers start them: each at a random
-offset within a compressed window (RandomizedDelaySec).
+each have their own address. Every store is registered at HO with its own secret by one
+`photo-sync-ho store set-many` (as the ho_sync_api role does), and every agent is a separate
+`photo-sync-edge pull --mode M --json` process started the way the timers start them: each at a
+random offset within a compressed window (RandomizedDelaySec).
 
 Scenarios, in this order (each store's database starts empty for `full` and `full_throttled`):
 
