@@ -35,7 +35,7 @@ test: bootstrap
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src library module_utils tests bench
-	$(VENV)/bin/yamllint -s roles playbooks inventories molecule
+	$(VENV)/bin/yamllint -s roles playbooks inventories molecule monitoring
 	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint roles playbooks
 
 # One Docker engine and one base image for every scenario of the run.
