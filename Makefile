@@ -28,14 +28,18 @@ bootstrap:
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SCENARIOS ?= ho_sync_api edge_photo_sync fleet
 
+# Stage by stage (lint, pytest, each molecule scenario), every stage even after a failure,
+# then a table of each stage's result and wall time (scripts/test-stages.sh).
+# pytest runs on PYTEST_WORKERS processes, each with its own PostgreSQL, S3 and HO stacks;
+# --dist loadfile keeps a test file (and its module fixtures) on one worker.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST := $(if $(filter-out 0 1,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
 test: bootstrap
-	$(MAKE) --no-print-directory lint
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-fleet
+	PYTEST_ARGS="$(PYTEST_XDIST) $(PYTEST_ARGS)" SCENARIOS="$(SCENARIOS)" scripts/test-stages.sh
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src library module_utils tests bench
-	$(VENV)/bin/yamllint -s roles playbooks inventories molecule
+	$(VENV)/bin/yamllint -s roles playbooks inventories molecule monitoring
 	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint roles playbooks
 
 # One Docker engine and one base image for every scenario of the run.

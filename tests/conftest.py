@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,8 +121,10 @@ def ho_stack(pg, s3, bed_root):
         return stack
 
     yield make
-    for stack in stacks:
-        stack.server.stop()
+    # Every gunicorn at once: one after the other, the session's ~30 stacks took most of its
+    # teardown (15 s), and each xdist worker pays it.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda stack: stack.server.stop(), stacks))
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ contention, throttling HO, and the incremental/full bookkeeping around them.
 
 Every test ends the same way: no row is `synced` with bytes that fail its
 checksum, and a clean run afterwards leaves the store byte-identical to HO.
-Faults on the wire come from tests/faultproxy.py (a proxy between agent and HO).
+Faults on the wire come from tests/support/faultproxy.py (a proxy between agent and HO).
 
 Two tests describe agent bugs and fail until they are fixed:
 test_one_photo_ho_cannot_deliver_does_not_stall_the_store and
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, assert_edge_matches_ho, assert_no_bad_bytes, ho_live_photos
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 from support import testbed
 
 SMALL = {"min_kb": 20, "max_kb": 60, "mean_kb": 30}

@@ -1,6 +1,6 @@
 """The edge agent against a damaged feed, a mass delete at HO, and a tight in-flight budget.
 
-A damaged HO is played by tests/faultproxy.py, a proxy that rewrites the real HO
+A damaged HO is played by tests/support/faultproxy.py, a proxy that rewrites the real HO
 API's feed pages; the rest is the real HO under gunicorn and the agent as a
 process (`photo-sync-edge`), except the in-flight budget test, which runs the
 engine in this process to shrink its byte budget to the size of test photos.
@@ -13,7 +13,7 @@ import json
 import pytest
 
 from conftest import assert_edge_matches_ho, assert_no_bad_bytes
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 from photo_sync.edge import engine
 from photo_sync.edge.settings import EdgeSettings
 

@@ -2,7 +2,7 @@
 bounded whatever HO sends.
 
 The agent runs as a process (`photo-sync-edge pull`) against the store's PostgreSQL from
-the test bed and a hostile HO (tests/hostile_ho.py, a real HTTP server on 127.0.0.1).
+the test bed and a hostile HO (tests/support/hostile_ho.py, a real HTTP server on 127.0.0.1).
 Its peak RSS is the kernel's own account (`ru_maxrss` of a fresh wrapper's children), so
 no spike between samples is missed.
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BIN, Edge
-from hostile_ho import HostileHO
+from support.hostile_ho import HostileHO
 
 RSS_LIMIT_MB = 150
 RUN_TIMEOUT = 240  # seconds any one agent run may take before the test kills it
