@@ -23,6 +23,19 @@ STATUS_DELETED = "deleted"
 EDGE_STATUSES = (STATUS_PENDING, STATUS_SYNCING, STATUS_SYNCED, STATUS_FAILED)
 REPORT_STATUSES = EDGE_STATUSES + (STATUS_DELETED,)
 
+# Why one photo failed: the `kind` of a run summary's failure record, raised with the
+# failure (the edge client's exceptions carry it as a class attribute) and counted by
+# the metrics by kind, never by the words of the error.
+FAILURE_CHECKSUM_MISMATCH = "checksum_mismatch"  # the bytes failed MD5/SHA-256 verification
+FAILURE_TOO_LARGE = "too_large"  # past the listed size or PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES
+FAILURE_DEADLINE = "deadline"  # slower than PHOTO_SYNC_EDGE_MIN_RATE allows
+FAILURE_REJECTED = "rejected"  # any other answer that cannot be stored
+FAILURE_UNAVAILABLE = "unavailable"  # HO could not deliver the photo (5xx, broken bodies)
+FAILURE_HTTP_ERROR = "http_error"  # HO refused the request for this photo (4xx)
+FAILURE_INVALID = "invalid"  # the feed item did not validate (parse_photo)
+FAILURE_KINDS = (FAILURE_CHECKSUM_MISMATCH, FAILURE_TOO_LARGE, FAILURE_DEADLINE,
+                 FAILURE_REJECTED, FAILURE_UNAVAILABLE, FAILURE_HTTP_ERROR, FAILURE_INVALID)
+
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 500
 REPORT_BATCH_MAX = 1000
