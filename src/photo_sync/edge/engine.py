@@ -69,8 +69,9 @@ FIRST_PAGE_PHOTOS = 64
 # After this many presigned fetches fail (S3 not reachable from the store, clock skew),
 # the run stops trying them and takes every photo through the API.
 PRESIGNED_GIVE_UP = 3
-META_FIELDS = ("product_id", "object_key", "filename", "size", "content_type", "version",
-               "is_primary", "sort_order")
+# A held row whose metadata differs from the feed's gets it rewritten (same bytes kept):
+# the edge columns marked `meta` in the field table (protocol.PHOTO_FIELDS).
+META_FIELDS = tuple(field.name for field in protocol.edge_meta_fields())
 
 
 @dataclass
@@ -113,14 +114,14 @@ class RunSummary:
 
 def _same_metadata(held: dict, wanted: dict) -> bool:
     for name in META_FIELDS:
-        if held.get(name) != wanted.get(name):
+        held_value, wanted_value = held.get(name), wanted.get(name)
+        if isinstance(held_value, dt.datetime) and isinstance(wanted_value, dt.datetime) and (
+                held_value.tzinfo is None):
+            # A pre-existing table may use timestamp without time zone.
+            wanted_value = wanted_value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if held_value != wanted_value:
             return False
-    held_ts, wanted_ts = held.get("updated_at"), wanted.get("updated_at")
-    if held_ts is None or wanted_ts is None:
-        return held_ts == wanted_ts
-    if held_ts.tzinfo is None:  # a pre-existing table may use timestamp without time zone
-        wanted_ts = wanted_ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return held_ts == wanted_ts
+    return True
 
 
 class SyncRun:
