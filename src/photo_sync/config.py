@@ -6,12 +6,14 @@ serves the unit and `--config` alike.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import typing
 from pathlib import Path
 
 from photo_sync.errors import ConfigError
 
-__all__ = ["ConfigError", "Settings", "read_env_file"]
+__all__ = ["ConfigError", "Settings", "read_env_file", "read_fields", "setting"]
 
 
 def read_env_file(path: str | os.PathLike) -> dict[str, str]:
@@ -108,3 +110,48 @@ class Settings:
         if lowered in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{self.prefix}{name}={raw!r} is not true or false")
+
+
+def setting(default=dataclasses.MISSING, *, minimum=None, maximum=None, parse=None,
+            hint: str = "") -> dataclasses.Field:
+    """A field of a settings dataclass: its default, bounds and check, written once.
+
+    `read_fields` reads it from PREFIX + the field's name in capitals, typed by the
+    field's annotation (str, bool, int or float); `parse` (value -> value, ConfigError when
+    wrong) checks or normalises it; `hint` says what a required setting is for. No default:
+    the setting is required."""
+    metadata = {"minimum": minimum, "maximum": maximum, "parse": parse, "hint": hint}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def read_fields(cls, settings: Settings, required: tuple[str, ...] = ()) -> dict:
+    """{field name: value} for every field of the settings dataclass `cls`, read from
+    `settings` by the field's declaration (see `setting`), in field order; ConfigError
+    naming the first that is wrong. Fields in `required` (checked first, in that order) and
+    fields without a default must be set."""
+    types = typing.get_type_hints(cls)
+    specs = {spec.name: spec for spec in dataclasses.fields(cls)}
+    # The required ones first, in the order given: the first missing is the one named.
+    for name in required:
+        settings.require(name.upper(), specs[name].metadata.get("hint", ""))
+    values = {}
+    for spec in specs.values():
+        name, kind, meta = spec.name.upper(), types[spec.name], spec.metadata
+        default = spec.default
+        if default is dataclasses.MISSING:
+            settings.require(name, meta.get("hint", ""))
+        minimum = meta.get("minimum")
+        if kind is bool:
+            value = settings.get_bool(name, default)
+        elif kind is int:
+            value = settings.get_int(name, default, minimum=minimum or 0)
+        elif kind is float:
+            value = settings.get_float(name, default, minimum or 0.0, meta.get("maximum"))
+        else:
+            value = settings.get(name, default)
+        if meta.get("parse"):
+            value = meta["parse"](value)
+        values[spec.name] = value
+    return values

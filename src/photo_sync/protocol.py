@@ -6,7 +6,10 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
+import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 API_PREFIX = "/api/v1"
 
@@ -22,6 +25,19 @@ STATUS_FAILED = "failed"
 STATUS_DELETED = "deleted"
 EDGE_STATUSES = (STATUS_PENDING, STATUS_SYNCING, STATUS_SYNCED, STATUS_FAILED)
 REPORT_STATUSES = EDGE_STATUSES + (STATUS_DELETED,)
+
+# Why one photo failed: the `kind` of a run summary's failure record, raised with the
+# failure (the edge client's exceptions carry it as a class attribute) and counted by
+# the metrics by kind, never by the words of the error.
+FAILURE_CHECKSUM_MISMATCH = "checksum_mismatch"  # the bytes failed MD5/SHA-256 verification
+FAILURE_TOO_LARGE = "too_large"  # past the listed size or PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES
+FAILURE_DEADLINE = "deadline"  # slower than PHOTO_SYNC_EDGE_MIN_RATE allows
+FAILURE_REJECTED = "rejected"  # any other answer that cannot be stored
+FAILURE_UNAVAILABLE = "unavailable"  # HO could not deliver the photo (5xx, broken bodies)
+FAILURE_HTTP_ERROR = "http_error"  # HO refused the request for this photo (4xx)
+FAILURE_INVALID = "invalid"  # the feed item did not validate (parse_photo)
+FAILURE_KINDS = (FAILURE_CHECKSUM_MISMATCH, FAILURE_TOO_LARGE, FAILURE_DEADLINE,
+                 FAILURE_REJECTED, FAILURE_UNAVAILABLE, FAILURE_HTTP_ERROR, FAILURE_INVALID)
 
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 500
@@ -102,11 +118,10 @@ def parse_uuid(value: str) -> uuid.UUID:
 #
 # Everything HO sends about a photo is checked here, once, before the edge plans or
 # writes anything: a damaged or hostile item must fail alone (InvalidPhoto), never
-# stop a run or reach the store's tables. Bounds follow the edge schema's columns
-# (photo_sync.edge.schema.COLUMNS), so a value that passes always fits its column.
+# stop a run or reach the store's tables. Each field's bounds sit beside its edge
+# column in PHOTO_FIELDS, so a value that passes always fits its column.
 
 INT32_MAX = 2**31 - 1
-TEXT_LIMITS = {"object_key": 1024, "filename": 255, "content_type": 100}
 URL_MAX = 8192  # presigned S3 URLs run to ~1-2 KB
 DATETIME_MAX = 64
 _HEX = frozenset("0123456789abcdef")
@@ -190,13 +205,160 @@ def _datetime(value, field: str) -> dt.datetime:
     return parsed
 
 
-_REQUIRED = ("product_id", "object_key", "filename", "size", "content_type", "checksum",
-             "version", "is_primary", "sort_order", "updated_at")
+# The photo's fields: one table for every place a field lives ----------------------------
+#
+# HO's catalog DDL, select lists and insert (photo_sync.ho.catalog), the API's photo JSON
+# (ho.api.photo_json) and its OpenAPI schema (ho.openapi.PHOTO), the edge's check of a feed
+# item (parse_photo below), the edge columns (edge.schema.COLUMNS), the edge's writes and
+# reads (edge.store), its metadata comparison (edge.engine.META_FIELDS) and the store photo
+# server's product JSON (edge.serve) are all read from PHOTO_FIELDS. Adding a field is one
+# line here (docs/architecture.md, "Adding a feed field").
+
+REQUIRED = object()  # PhotoField.missing: an item without the field fails
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _same(value):
+    return value
+
+
+def _iso(value):
+    return value.isoformat()
+
+
+def _str(value):
+    return str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class PhotoField:
+    """One field of a photo in the feed and every place it lives.
+
+    - `schema`: its OpenAPI schema; `required`: HO always sends it (OpenAPI `required`).
+    - `parse(value, name)`: the edge's check and normalisation (ValueError naming the
+      field); `missing`: the value the edge takes when an item lacks it (REQUIRED: the
+      item fails).
+    - `ho`: the HO catalog column's type and constraints (None: HO derives the value, see
+      api.photo_json); `ho_column`: its name when not the field's; `ho_added`: added to an
+      existing catalog by `ALTER TABLE ... ADD COLUMN IF NOT EXISTS` (every new field is;
+      False only for the original design's columns, made by CREATE TABLE); `to_json`: the
+      column's value as JSON.
+    - `edge`: the edge column's type and default (None: the edge keeps no column);
+      `of_bytes`: it describes the bytes (taken from the verified download, NULL on a
+      photo new to the store that failed); `meta`: a change rewrites the edge row's
+      metadata (edge.engine.META_FIELDS); `serve`: in the store photo server's product JSON,
+      converted by this function (None: not served).
+    """
+
+    name: str
+    schema: dict
+    parse: Callable
+    required: bool = True
+    missing: object = REQUIRED
+    ho: str | None = None
+    ho_column: str | None = None
+    ho_added: bool = True
+    to_json: Callable = _same
+    edge: str | None = None
+    of_bytes: bool = False
+    meta: bool = True
+    serve: Callable | None = None
+
+    def __post_init__(self):
+        # Names go into DDL text: plain identifiers only.
+        for name in (self.name, self.ho_column or self.name):
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"photo field {name!r} is not a plain lower-case identifier")
+
+    @property
+    def column(self) -> str:
+        """The HO catalog column that holds the field."""
+        return self.ho_column or self.name
+
+
+def _text_of(limit: int, *, empty: bool = True, optional: bool = False) -> Callable:
+    return lambda value, name: _text(value, name, limit, empty=empty, optional=optional)
+
+
+def _int_of(low: int) -> Callable:
+    return lambda value, name: _int(value, name, low)
+
+
+def _md5(value, name):
+    return _hex(value, name, 32, lower_only=True)
+
+
+def _sha256(value, name):
+    return None if value is None else _hex(value, name, 64, lower_only=False)
+
+
+def _is_deleted(deleted_at) -> bool:
+    return deleted_at is not None
+
+
+_UUID = {"type": "string", "format": "uuid"}
+
+PHOTO_FIELDS: tuple[PhotoField, ...] = (
+    PhotoField("id", _UUID, _uuid, ho="uuid PRIMARY KEY", ho_added=False, to_json=_str,
+               edge="uuid", meta=False, serve=_str),
+    PhotoField("product_id", _UUID, _uuid, ho="uuid NOT NULL", ho_added=False, to_json=_str,
+               edge="uuid"),
+    PhotoField("object_key", {"type": "string"}, _text_of(1024, empty=False),
+               ho="varchar(1024) NOT NULL", ho_added=False, edge="varchar(1024)"),
+    PhotoField("filename", {"type": "string"}, _text_of(255), ho="varchar(255) NOT NULL",
+               ho_added=False, edge="varchar(255)", serve=_same),
+    PhotoField("size", {"type": "integer", "minimum": 0}, _int_of(0), ho="integer NOT NULL",
+               ho_added=False, edge="integer", of_bytes=True, serve=_same),
+    PhotoField("content_type", {"type": "string"}, _text_of(100), ho="varchar(100) NOT NULL",
+               ho_added=False, edge="varchar(100)", serve=_same),
+    PhotoField("checksum", {"type": "string", "description": "MD5 hex of the bytes"}, _md5,
+               ho="varchar(64) NOT NULL", ho_added=False, edge="varchar(64)", of_bytes=True,
+               meta=False),
+    PhotoField("checksum_sha256", {"type": "string", "nullable": True}, _sha256,
+               required=False, missing=None, ho="varchar(64)"),
+    PhotoField("version", {"type": "integer", "minimum": 1}, _int_of(1),
+               ho="integer NOT NULL DEFAULT 1", ho_added=False, edge="integer", of_bytes=True),
+    PhotoField("is_primary", {"type": "boolean"}, _bool, ho="boolean NOT NULL DEFAULT false",
+               ho_added=False, edge="boolean DEFAULT false", serve=bool),
+    PhotoField("sort_order", {"type": "integer"}, _int_of(-INT32_MAX - 1),
+               ho="integer NOT NULL DEFAULT 0", ho_added=False, edge="integer DEFAULT 0",
+               serve=_same),
+    PhotoField("updated_at", {"type": "string", "format": "date-time"}, _datetime,
+               ho="timestamptz NOT NULL DEFAULT now()", ho_added=False, to_json=_iso,
+               edge="timestamptz"),
+    PhotoField("image_url", {"type": "string",
+                             "description": "HO URL with ?v=<first 8 hex of checksum>"},
+               _text_of(URL_MAX, optional=True), missing=None),
+    # Only tombstones carry `deleted` in the original design.
+    PhotoField("deleted", {"type": "boolean", "description": "a tombstone: delete this photo"},
+               _bool, missing=False, ho="timestamptz", ho_column="deleted_at",
+               to_json=_is_deleted),
+    PhotoField("download_url", {"type": "string", "description": "when HO offers it: a "
+                                "short-lived S3 URL for the bytes, bypassing the API; verify "
+                                "against checksum and checksum_sha256"},
+               _text_of(URL_MAX, optional=True), required=False, missing=None),
+)
+
+
+def ho_fields() -> list[PhotoField]:
+    """The fields HO keeps in catalog columns."""
+    return [f for f in PHOTO_FIELDS if f.ho is not None]
+
+
+def edge_fields() -> list[PhotoField]:
+    """The fields the edge keeps in columns of its photo table, in column order."""
+    return [f for f in PHOTO_FIELDS if f.edge is not None]
+
+
+def edge_meta_fields() -> list[PhotoField]:
+    """The edge columns whose change rewrites a held row's metadata (its bytes kept)."""
+    return [f for f in edge_fields() if f.meta]
 
 
 def parse_photo(item) -> dict:
     """A feed item checked and normalised (UUIDs, an aware `updated_at`, bounded ints and
-    strings); InvalidPhoto naming the first field that is wrong."""
+    strings), one entry per PHOTO_FIELDS; InvalidPhoto naming the first field that is
+    wrong."""
     if not isinstance(item, dict):
         raise InvalidPhoto(f"feed item is a JSON {type(item).__name__}, not an object",
                            raw_id=_short(item))
@@ -209,32 +371,13 @@ def parse_photo(item) -> dict:
     version = version if isinstance(version, int) and not isinstance(version, bool) and (
         1 <= version <= INT32_MAX) else None
     try:
-        missing = [name for name in _REQUIRED if name not in item]
+        missing = [f.name for f in PHOTO_FIELDS
+                   if f.missing is REQUIRED and f.name != "id" and f.name not in item]
         if missing:
             raise ValueError(f"{', '.join(missing)} missing")
-        photo = {
-            "id": photo_id,
-            "product_id": _uuid(item["product_id"], "product_id"),
-            "object_key": _text(item["object_key"], "object_key", TEXT_LIMITS["object_key"],
-                                empty=False),
-            "filename": _text(item["filename"], "filename", TEXT_LIMITS["filename"]),
-            "size": _int(item["size"], "size", 0),
-            "content_type": _text(item["content_type"], "content_type",
-                                  TEXT_LIMITS["content_type"]),
-            "checksum": _hex(item["checksum"], "checksum", 32, lower_only=True),
-            "checksum_sha256": (None if item.get("checksum_sha256") is None else
-                                _hex(item["checksum_sha256"], "checksum_sha256", 64,
-                                     lower_only=False)),
-            "version": _int(item["version"], "version", 1),
-            "is_primary": _bool(item["is_primary"], "is_primary"),
-            "sort_order": _int(item["sort_order"], "sort_order", -INT32_MAX - 1),
-            "updated_at": _datetime(item["updated_at"], "updated_at"),
-            "image_url": _text(item.get("image_url"), "image_url", URL_MAX, optional=True),
-            "download_url": _text(item.get("download_url"), "download_url", URL_MAX,
-                                  optional=True),
-            # Only tombstones carry `deleted` in the original design.
-            "deleted": _bool(item.get("deleted", False), "deleted"),
-        }
+        photo = {field.name: photo_id if field.name == "id" else
+                 field.parse(item.get(field.name, field.missing), field.name)
+                 for field in PHOTO_FIELDS}
     except ValueError as exc:
         raise InvalidPhoto(f"feed item {photo_id}: {exc}", photo_id, str(photo_id),
                            version) from None

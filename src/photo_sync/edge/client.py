@@ -73,23 +73,33 @@ class PhotoUnavailable(Exception):
     """HO answers, but cannot deliver this one photo (its body keeps breaking off, or HO
     keeps answering 5xx for it): a failure of the photo, not of the run."""
 
+    kind = protocol.FAILURE_UNAVAILABLE
+
 
 class PhotoRejected(Exception):
     """This one photo's answer cannot be stored (bad bytes, too large, too slow): the photo
     fails alone, keeps whatever the store held, and the run goes on. The message is the
     reason an operator reads in the summary and HO reads in the status report."""
 
+    kind = protocol.FAILURE_REJECTED
+
 
 class VerificationError(PhotoRejected):
     """The bytes received do not match the checksums HO gave for them."""
+
+    kind = protocol.FAILURE_CHECKSUM_MISMATCH
 
 
 class BodyTooLarge(PhotoRejected):
     """The body ran past the photo's listed size or PHOTO_SYNC_EDGE_MAX_PHOTO_BYTES."""
 
+    kind = protocol.FAILURE_TOO_LARGE
+
 
 class DeadlineExceeded(PhotoRejected):
     """The photo arrived slower than its deadline allows (PHOTO_SYNC_EDGE_MIN_RATE)."""
+
+    kind = protocol.FAILURE_DEADLINE
 
 
 class RateLimiter:

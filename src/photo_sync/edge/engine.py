@@ -69,8 +69,9 @@ FIRST_PAGE_PHOTOS = 64
 # After this many presigned fetches fail (S3 not reachable from the store, clock skew),
 # the run stops trying them and takes every photo through the API.
 PRESIGNED_GIVE_UP = 3
-META_FIELDS = ("product_id", "object_key", "filename", "size", "content_type", "version",
-               "is_primary", "sort_order")
+# A held row whose metadata differs from the feed's gets it rewritten (same bytes kept):
+# the edge columns marked `meta` in the field table (protocol.PHOTO_FIELDS).
+META_FIELDS = tuple(field.name for field in protocol.edge_meta_fields())
 
 
 @dataclass
@@ -90,7 +91,10 @@ class RunSummary:
     bytes: int = 0
     duration: float = 0.0
     error: str | None = None
+    # {"photo_id", "error", "kind"} of the first MAX_FAILURES_LISTED failures; every
+    # failure is counted in failed_by_kind (protocol.FAILURE_* -> photos).
     failures: list[dict] = field(default_factory=list)
+    failed_by_kind: dict[str, int] = field(default_factory=dict)
     reported: int = 0
     report_pending: int = 0
     # {"download": [...], "update": [...], "delete": [...]} of photo ids (str), when asked.
@@ -110,14 +114,14 @@ class RunSummary:
 
 def _same_metadata(held: dict, wanted: dict) -> bool:
     for name in META_FIELDS:
-        if held.get(name) != wanted.get(name):
+        held_value, wanted_value = held.get(name), wanted.get(name)
+        if isinstance(held_value, dt.datetime) and isinstance(wanted_value, dt.datetime) and (
+                held_value.tzinfo is None):
+            # A pre-existing table may use timestamp without time zone.
+            wanted_value = wanted_value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if held_value != wanted_value:
             return False
-    held_ts, wanted_ts = held.get("updated_at"), wanted.get("updated_at")
-    if held_ts is None or wanted_ts is None:
-        return held_ts == wanted_ts
-    if held_ts.tzinfo is None:  # a pre-existing table may use timestamp without time zone
-        wanted_ts = wanted_ts.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return held_ts == wanted_ts
+    return True
 
 
 class SyncRun:
@@ -389,13 +393,14 @@ class SyncRun:
             if exc.status == 404 and exc.code == "not_found":
                 # Deleted at HO since it was listed: its tombstone follows in the feed.
                 return None
-            self._fail(photo, f"HO answered {exc.status} {exc.code}: {exc.detail}")
+            self._fail(photo, f"HO answered {exc.status} {exc.code}: {exc.detail}",
+                       protocol.FAILURE_HTTP_ERROR)
             return None
         except VerificationError as exc:
-            self._fail(photo, f"checksum verification failed: {exc}")
+            self._fail(photo, f"checksum verification failed: {exc}", exc.kind)
             return None
         except PhotoRejected as exc:  # too large, too slow, ...: the reason says which
-            self._fail(photo, str(exc))
+            self._fail(photo, str(exc), exc.kind)
             return None
         except PhotoUnavailable as exc:
             # One photo HO cannot deliver fails alone; many in a row mean HO is down.
@@ -403,7 +408,7 @@ class SyncRun:
             if self._unavailable_in_a_row >= max(3, self.settings.concurrency):
                 raise HOUnreachable(f"{exc} (and {self._unavailable_in_a_row - 1} "
                                     "photos before it in a row)") from None
-            self._fail(photo, str(exc))
+            self._fail(photo, str(exc), exc.kind)
             return None
         self._unavailable_in_a_row = 0
         return result
@@ -457,11 +462,11 @@ class SyncRun:
             self.summary.ids[kind] += [str(p["id"] if isinstance(p, dict) else p)
                                        for p in photos]
 
-    def _fail(self, photo: dict, error: str) -> None:
+    def _fail(self, photo: dict, error: str, kind: str) -> None:
         log.warning("photo %s failed: %s", photo["id"], error)
         self._wait_writes()
         self.store.mark_failed(photo, error)
-        self._count_failure(str(photo["id"]), error)
+        self._count_failure(str(photo["id"]), error, kind)
 
     def _invalid(self, exc: protocol.InvalidPhoto) -> None:
         """A feed item that does not validate fails alone; when its id is a UUID the store
@@ -473,12 +478,16 @@ class SyncRun:
             self._seen_live.add(exc.photo_id)
             self._tombstones.pop(exc.photo_id, None)
             self.store.mark_invalid(exc.photo_id, exc.version, error)
-        self._count_failure(str(exc.photo_id) if exc.photo_id else exc.raw_id, error)
+        self._count_failure(str(exc.photo_id) if exc.photo_id else exc.raw_id, error,
+                            protocol.FAILURE_INVALID)
 
-    def _count_failure(self, photo_id: str, error: str) -> None:
+    def _count_failure(self, photo_id: str, error: str, kind: str) -> None:
+        """One failed photo: counted by its kind (protocol.FAILURE_*), listed with its
+        reason while the list is short."""
         self.summary.failed += 1
+        self.summary.failed_by_kind[kind] = self.summary.failed_by_kind.get(kind, 0) + 1
         if len(self.summary.failures) < MAX_FAILURES_LISTED:
-            self.summary.failures.append({"photo_id": photo_id, "error": error})
+            self.summary.failures.append({"photo_id": photo_id, "error": error, "kind": kind})
 
     # Deletions ----------------------------------------------------------------------------
 

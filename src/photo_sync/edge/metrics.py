@@ -13,6 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from photo_sync import protocol
+
 
 def _writer(lines: list[str]):
     def metric(name: str, help_text: str, value, labels: str = "", kind: str = "gauge"):
@@ -23,10 +25,30 @@ def _writer(lines: list[str]):
     return metric
 
 
+def failures_by_kind(summary) -> dict[str, int]:
+    """{failure kind (protocol.FAILURE_*): photos of the run that failed so}, every kind
+    present. From the engine's count of every failure; a summary that has none (one put
+    together by hand, with `failures` only) is counted from the failures it lists, and a
+    listed failure without a kind counts as a checksum mismatch only when its text says
+    "mismatch", as this module counted before failures had kinds."""
+    counts = dict.fromkeys(protocol.FAILURE_KINDS, 0)
+    if getattr(summary, "failed_by_kind", None):
+        counts.update(summary.failed_by_kind)
+        return counts
+    for failure in summary.failures:
+        kind = failure.get("kind")
+        if kind is None:
+            kind = (protocol.FAILURE_CHECKSUM_MISMATCH
+                    if "mismatch" in (failure.get("error") or "") else None)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
 def checksum_mismatches(summary) -> int:
-    """Photos of a run whose bytes failed MD5 or SHA-256 verification (from the failures the
-    summary lists, at most engine.MAX_FAILURES_LISTED: enough for an alert's `> 0`)."""
-    return sum(1 for failure in summary.failures if "mismatch" in (failure.get("error") or ""))
+    """Photos of a run whose bytes failed MD5 or SHA-256 verification (their kind is
+    protocol.FAILURE_CHECKSUM_MISMATCH; the words of the error do not count)."""
+    return failures_by_kind(summary)[protocol.FAILURE_CHECKSUM_MISMATCH]
 
 
 def render(summary, status: dict, database_bytes: int | None = None) -> str:
@@ -62,9 +84,13 @@ def render(summary, status: dict, database_bytes: int | None = None) -> str:
                 + summary.failed)
     metric("photo_sync_last_run_total_photos", "Photos the last run listed or retried.", total,
            f'{{mode="{mode}"}}')
+    by_kind = failures_by_kind(summary)
     metric("photo_sync_last_run_checksum_mismatches",
            "Photos of the last run whose downloaded bytes failed checksum verification.",
-           checksum_mismatches(summary), f'{{mode="{mode}"}}')
+           by_kind[protocol.FAILURE_CHECKSUM_MISMATCH], f'{{mode="{mode}"}}')
+    for kind, count in sorted(by_kind.items()):
+        metric("photo_sync_last_run_failures", "Photos that failed in the last run, by kind.",
+               count, f'{{mode="{mode}",kind="{kind}"}}')
     for state, count in sorted(status["counts_by_status"].items()):
         metric("photo_sync_photos", "Photos held by sync_status.", count, f'{{status="{state}"}}')
     metric("photo_sync_bytes_held", "Bytes of photos held in the store database.",

@@ -15,22 +15,12 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from photo_sync import db
+from photo_sync import db, protocol
 from photo_sync.errors import ConfigError, DatabaseUnavailable
 
-# (name, type and default) of every column the edge needs, in creation order.
-COLUMNS = [
-    ("id", "uuid"),
-    ("product_id", "uuid"),
-    ("object_key", "varchar(1024)"),
-    ("filename", "varchar(255)"),
-    ("size", "integer"),
-    ("content_type", "varchar(100)"),
-    ("checksum", "varchar(64)"),
-    ("version", "integer"),
-    ("is_primary", "boolean DEFAULT false"),
-    ("sort_order", "integer DEFAULT 0"),
-    ("updated_at", "timestamptz"),
+# (name, type and default) of every column the edge needs, in creation order: the photo
+# fields' columns (protocol.PHOTO_FIELDS, the field table), then the bytes and sync state.
+COLUMNS = [(field.name, field.edge) for field in protocol.edge_fields()] + [
     ("image_binary", "bytea"),
     ("last_sync_at", "timestamptz"),
     ("sync_status", "varchar(20) DEFAULT 'pending'"),

@@ -352,10 +352,9 @@ def product_photos(product_id: str):
         url = f"{root}/photos/{row['id']}"
         if row["checksum"]:
             url += f"?v={protocol.cache_buster(row['checksum'])}"
-        photos.append({"id": str(row["id"]), "url": url, "is_primary": bool(row["is_primary"]),
-                       "sort_order": row["sort_order"], "filename": row["filename"],
-                       "content_type": row["content_type"], "size": row["size"],
-                       "held": row["held"]})
+        # The served fields of the field table (protocol.PHOTO_FIELDS), each converted.
+        item = {f.name: f.serve(row[f.name]) for f in protocol.edge_fields() if f.serve}
+        photos.append({**item, "url": url, "held": row["held"]})
     response = jsonify(product_id=str(parsed), photos=photos)
     response.headers["Cache-Control"] = SHORT
     return response

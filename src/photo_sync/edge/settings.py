@@ -12,7 +12,7 @@ import os
 import urllib.parse
 from dataclasses import dataclass
 
-from photo_sync.config import ConfigError, Settings
+from photo_sync.config import ConfigError, Settings, read_fields, setting
 from photo_sync.protocol import parse_uuid
 
 PREFIX = "PHOTO_SYNC_EDGE_"
@@ -20,30 +20,43 @@ DEFAULT_MAX_PHOTO_BYTES = 50 * 1024 * 1024
 DEFAULT_MIN_RATE = 16 * 1024
 
 
+def _ho_url(raw: str) -> str:
+    url = raw.rstrip("/")
+    if url and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{PREFIX}HO_URL={url!r} must start with http:// or https://")
+    return url
+
+
 @dataclass(frozen=True)
 class EdgeSettings:
-    """The agent's settings, typed and checked (PHOTO_SYNC_EDGE_*; see the README's table)."""
-    database_url: str
-    ho_url: str = ""
-    store_id: str = ""
-    store_secret: str = ""
-    concurrency: int = 8
+    """The agent's settings, typed and checked (PHOTO_SYNC_EDGE_*; see the README's table).
+
+    Each field is read from PHOTO_SYNC_EDGE_<FIELD NAME> by `load` (`config.read_fields`):
+    its default, bounds and check are written here, once."""
+    database_url: str = setting(hint="the store's PostgreSQL, a libpq URL")
+    ho_url: str = setting("", parse=_ho_url, hint="e.g. https://ho.example:8443")
+    store_id: str = setting("", hint="this store's UUID as registered at HO")
+    store_secret: str = setting("", hint="the secret HO printed when the store was added")
+    concurrency: int = setting(8, minimum=1)
     bandwidth_limit: int = 0  # bytes per second, 0 = no cap
-    max_delete_fraction: float = 0.25
+    max_delete_fraction: float = setting(0.25, minimum=0.0, maximum=1.0)
     metrics_file: str = ""
-    timeout: float = 60.0
+    timeout: float = setting(60.0, minimum=1.0)
     retries: int = 5
-    page_size: int = 500
+    page_size: int = setting(500, minimum=1)
     table: str = "product_photo"
     # Fetch bytes from S3 when HO offers presigned URLs; only ever true together with a
     # presigned_origin (load() switches it off without one).
     presigned: bool = True
-    max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES
-    min_rate: int = DEFAULT_MIN_RATE  # bytes per second a download must keep up
-    ca_bundle: str = ""  # PEM file of the CA that signed HO's certificate ("" = system CAs)
+    max_photo_bytes: int = setting(DEFAULT_MAX_PHOTO_BYTES, minimum=1)
+    # bytes per second a download must keep up
+    min_rate: int = setting(DEFAULT_MIN_RATE, minimum=1)
+    # PEM file of the CA that signed HO's certificate ("" = system CAs)
+    ca_bundle: str = setting("", parse=lambda path: _ca_bundle(path))
     allow_http: bool = False  # http:// to a host that is not loopback
     presigned_origin: str = ""  # scheme://host:port presigned URLs must point at
-    lock_timeout: float = 15.0  # seconds a statement waits for a row lock held elsewhere
+    # seconds a statement waits for a row lock held elsewhere
+    lock_timeout: float = setting(15.0, minimum=0.1)
 
     def __repr__(self) -> str:  # keeps the secret and the DB URL out of logs
         return (f"EdgeSettings(ho_url={self.ho_url!r}, store_id={self.store_id!r}, "
@@ -56,43 +69,19 @@ class EdgeSettings:
         ConfigError naming what is wrong. `need_ho=False` for commands that only touch the
         database."""
         s = Settings(PREFIX, config_file, environ, overrides)
-        store_id = s.get("STORE_ID", "")
+        values = read_fields(cls, s, ("store_id", "ho_url", "store_secret") if need_ho else ())
         if need_ho:
-            store_id = s.require("STORE_ID", "this store's UUID as registered at HO")
             try:
-                store_id = str(parse_uuid(store_id))
+                values["store_id"] = str(parse_uuid(values["store_id"]))
             except ValueError:
-                raise ConfigError(f"{PREFIX}STORE_ID={store_id!r} is not a UUID") from None
-            s.require("HO_URL", "e.g. https://ho.example:8443")
-            s.require("STORE_SECRET", "the secret HO printed when the store was added")
-        ho_url = s.get("HO_URL", "").rstrip("/")
-        if ho_url and not ho_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{PREFIX}HO_URL={ho_url!r} must start with http:// or https://")
-        allow_http = s.get_bool("ALLOW_HTTP", False)
-        if ho_url:
-            _require_tls("HO_URL", ho_url, allow_http)
-        presigned_origin = _origin_setting(s.get("PRESIGNED_ORIGIN", ""), allow_http)
-        return cls(
-            database_url=s.require("DATABASE_URL", "the store's PostgreSQL, a libpq URL"),
-            ho_url=ho_url,
-            store_id=store_id,
-            store_secret=s.get("STORE_SECRET", ""),
-            concurrency=s.get_int("CONCURRENCY", 8, minimum=1),
-            bandwidth_limit=s.get_int("BANDWIDTH_LIMIT", 0, minimum=0),
-            max_delete_fraction=s.get_float("MAX_DELETE_FRACTION", 0.25, 0.0, 1.0),
-            metrics_file=s.get("METRICS_FILE", ""),
-            timeout=s.get_float("TIMEOUT", 60.0, minimum=1.0),
-            retries=s.get_int("RETRIES", 5, minimum=0),
-            page_size=s.get_int("PAGE_SIZE", 500, minimum=1),
-            table=s.get("TABLE", "product_photo"),
-            presigned=s.get_bool("PRESIGNED", True) and bool(presigned_origin),
-            max_photo_bytes=s.get_int("MAX_PHOTO_BYTES", DEFAULT_MAX_PHOTO_BYTES, minimum=1),
-            min_rate=s.get_int("MIN_RATE", DEFAULT_MIN_RATE, minimum=1),
-            ca_bundle=_ca_bundle(s.get("CA_BUNDLE", "")),
-            allow_http=allow_http,
-            presigned_origin=presigned_origin,
-            lock_timeout=s.get_float("LOCK_TIMEOUT", 15.0, minimum=0.1),
-        )
+                raise ConfigError(f"{PREFIX}STORE_ID={values['store_id']!r} is not a UUID"
+                                  ) from None
+        if values["ho_url"]:
+            _require_tls("HO_URL", values["ho_url"], values["allow_http"])
+        values["presigned_origin"] = _origin_setting(values["presigned_origin"],
+                                                     values["allow_http"])
+        values["presigned"] = values["presigned"] and bool(values["presigned_origin"])
+        return cls(**values)
 
 
 def is_loopback(host: str | None) -> bool:

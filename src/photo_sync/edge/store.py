@@ -61,6 +61,19 @@ def database_error(exc: psycopg.Error, lock_timeout: float | None = None) -> Dat
     return db.unavailable(exc, SETTING)
 
 
+def _names(names) -> sql.Composable:
+    return sql.SQL(", ").join(map(sql.Identifier, names))
+
+
+def _edge_row(photo: dict, **override) -> dict:
+    """A parsed feed item as parameters of the edge's photo statements: every edge column's
+    field (times from ISO text, if given as text), with `override` on top."""
+    row = {f.name: (_ts(photo[f.name]) if f.schema.get("format") == "date-time"
+                    else photo[f.name]) for f in protocol.edge_fields()}
+    row.update(override)
+    return row
+
+
 class EdgeStore:
     """The agent's view of the store's PostgreSQL: planning reads, photo writes, the run
     lock, cursor, run history and outbox. `dry_run=True`: nothing is ever committed."""
@@ -85,31 +98,41 @@ class EdgeStore:
         self._database_url = database_url
         t = sql.Identifier(table).as_string(self.conn)
         self._t = t
-        self._upsert = (
-            f"INSERT INTO {t} AS p (id, product_id, object_key, filename, size, content_type, "
-            "checksum, version, is_primary, sort_order, updated_at, image_binary, last_sync_at, "
-            "sync_status, sync_error) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, "
-            "now(), 'synced', NULL) ON CONFLICT (id) DO UPDATE SET "
-            "product_id = EXCLUDED.product_id, object_key = EXCLUDED.object_key, "
-            "filename = EXCLUDED.filename, size = EXCLUDED.size, "
-            "content_type = EXCLUDED.content_type, checksum = EXCLUDED.checksum, "
-            "version = EXCLUDED.version, is_primary = EXCLUDED.is_primary, "
-            "sort_order = EXCLUDED.sort_order, updated_at = EXCLUDED.updated_at, "
-            "image_binary = EXCLUDED.image_binary, last_sync_at = EXCLUDED.last_sync_at, "
-            "sync_status = 'synced', sync_error = NULL")
+        # The photo fields' columns come from the field table (protocol.PHOTO_FIELDS).
+        table_id = sql.Identifier(table)
+        fields = [f.name for f in protocol.edge_fields()]
+        changed = [name for name in fields if name != "id"]
+        ident, value = sql.Identifier, sql.Placeholder
+        self._upsert = sql.SQL(
+            "INSERT INTO {t} AS p ({cols}, image_binary, last_sync_at, sync_status, sync_error) "
+            "VALUES ({values}, {data}, now(), 'synced', NULL) ON CONFLICT (id) DO UPDATE SET "
+            "{sets}, image_binary = EXCLUDED.image_binary, "
+            "last_sync_at = EXCLUDED.last_sync_at, sync_status = 'synced', sync_error = NULL"
+        ).format(t=table_id, cols=_names(fields), values=sql.SQL(", ").join(map(value, fields)),
+                 data=value("image_binary", sql.PyFormat.BINARY),
+                 sets=sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(ident(n), ident(n))
+                                         for n in changed))
         # Same bytes, new metadata: the bytes are left alone.
-        self._update_meta = (
-            f"UPDATE {t} SET product_id = %s, object_key = %s, filename = %s, size = %s, "
-            "content_type = %s, version = %s, is_primary = %s, sort_order = %s, updated_at = %s, "
-            "last_sync_at = now(), sync_status = 'synced', sync_error = NULL WHERE id = %s")
+        self._update_meta = sql.SQL(
+            "UPDATE {t} SET {sets}, last_sync_at = now(), sync_status = 'synced', "
+            "sync_error = NULL WHERE id = %(id)s").format(
+            t=table_id, sets=sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(ident(f.name), value(f.name))
+                for f in protocol.edge_meta_fields()))
         # A failure never touches bytes or the metadata that describes them; a photo
         # new to the store gets its metadata and no bytes.
-        self._mark_failed = (
-            f"INSERT INTO {t} AS p (id, product_id, object_key, filename, size, content_type, "
-            "checksum, version, is_primary, sort_order, updated_at, sync_status, sync_error) "
-            "VALUES (%s, %s, %s, %s, NULL, %s, NULL, NULL, %s, %s, %s, 'failed', %s) "
+        self._mark_failed = sql.SQL(
+            "INSERT INTO {t} AS p ({cols}, sync_status, sync_error) "
+            "VALUES ({values}, 'failed', %(sync_error)s) "
             "ON CONFLICT (id) DO UPDATE SET sync_status = 'failed', "
-            "sync_error = EXCLUDED.sync_error")
+            "sync_error = EXCLUDED.sync_error").format(
+            t=table_id, cols=_names(fields), values=sql.SQL(", ").join(
+                sql.SQL("NULL") if f.of_bytes else value(f.name) for f in protocol.edge_fields()))
+        self._states = sql.SQL(
+            "SELECT {cols}, sync_status, image_binary IS NOT NULL AS has_bytes, "
+            "CASE WHEN sync_status IS DISTINCT FROM 'synced' AND image_binary IS NOT NULL "
+            "THEN md5(image_binary) END AS stored_md5 FROM {t} WHERE id = ANY(%s)").format(
+            t=table_id, cols=_names(fields))
 
     def error(self, exc: psycopg.Error) -> DatabaseUnavailable:
         """`database_error` with this store's lock timeout."""
@@ -147,13 +170,7 @@ class EdgeStore:
     def states(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, dict]:
         """What the store holds for these photos. Unsynced rows get their bytes' MD5
         checked in the database, so a reset status does not force a download."""
-        rows = self.conn.execute(
-            f"SELECT id, product_id, object_key, filename, size, content_type, checksum, version, "
-            "is_primary, sort_order, updated_at, sync_status, "
-            "image_binary IS NOT NULL AS has_bytes, "
-            "CASE WHEN sync_status IS DISTINCT FROM 'synced' AND image_binary IS NOT NULL "
-            f"THEN md5(image_binary) END AS stored_md5 FROM {self._t} WHERE id = ANY(%s)",
-            (ids,)).fetchall()
+        rows = self.conn.execute(self._states, (ids,)).fetchall()
         self._end_read()
         return {row["id"]: row for row in rows}
 
@@ -191,10 +208,11 @@ class EdgeStore:
         """Upsert verified photos with their bytes; queue 'synced' reports."""
         now = dt.datetime.now(dt.timezone.utc)
         with self.conn.cursor() as cur:
+            # What describes the bytes comes from the verified download.
             cur.executemany(self._upsert, [
-                (p["id"], p["product_id"], p["object_key"], p["filename"], len(d.data),
-                 d.content_type or p["content_type"], d.checksum, d.version, p["is_primary"],
-                 p["sort_order"], _ts(p["updated_at"]), d.data) for p, d in items])
+                _edge_row(p, size=len(d.data), content_type=d.content_type or p["content_type"],
+                          checksum=d.checksum, version=d.version, image_binary=d.data)
+                for p, d in items])
             self._queue(cur, [(p["id"], d.version, protocol.STATUS_SYNCED, now, None)
                               for p, d in items])
             cur.execute("DELETE FROM photo_sync_retry WHERE photo_id = ANY(%s)",
@@ -204,10 +222,7 @@ class EdgeStore:
         """Same bytes, new metadata: rewrite the row's metadata; queue 'synced' reports."""
         now = dt.datetime.now(dt.timezone.utc)
         with self.conn.cursor() as cur:
-            cur.executemany(self._update_meta, [
-                (p["product_id"], p["object_key"], p["filename"], p["size"], p["content_type"],
-                 p["version"], p["is_primary"], p["sort_order"], _ts(p["updated_at"]), p["id"])
-                for p in photos])
+            cur.executemany(self._update_meta, [_edge_row(p) for p in photos])
             self._queue(cur, [(p["id"], p["version"], protocol.STATUS_SYNCED, now, None)
                               for p in photos])
             cur.execute("DELETE FROM photo_sync_retry WHERE photo_id = ANY(%s)",
@@ -218,10 +233,7 @@ class EdgeStore:
         'failed' report, and queue it for a retry on the next run."""
         error = error[:2000]
         with self.conn.cursor() as cur:
-            cur.execute(self._mark_failed, (
-                photo["id"], photo["product_id"], photo["object_key"], photo["filename"],
-                photo["content_type"], photo["is_primary"], photo["sort_order"],
-                _ts(photo["updated_at"]), error))
+            cur.execute(self._mark_failed, _edge_row(photo, sync_error=error))
             self._queue(cur, [(photo["id"], photo["version"], protocol.STATUS_FAILED, None, error)])
             # A presigned URL expires; the retry goes through the API.
             wanted = protocol.dump_photo({k: v for k, v in photo.items()
@@ -502,11 +514,12 @@ class EdgeStore:
     @staticmethod
     def serve_product_photos(conn, table: str, product_id: uuid.UUID) -> list[dict]:
         """A product's photos in display order: primary first, then sort_order."""
-        t = sql.Identifier(table).as_string(conn)
+        # The served fields of the field table, and the checksum their URLs carry.
+        names = [f.name for f in protocol.edge_fields() if f.serve or f.name == "checksum"]
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                f"SELECT id, filename, content_type, size, checksum, is_primary, sort_order, "
-                f"image_binary IS NOT NULL AND sync_status = 'synced' AS held FROM {t} "
-                "WHERE product_id = %s ORDER BY is_primary DESC NULLS LAST, "
-                "sort_order NULLS LAST, id", (product_id,))
+            cur.execute(sql.SQL(
+                "SELECT {cols}, image_binary IS NOT NULL AND sync_status = 'synced' AS held "
+                "FROM {t} WHERE product_id = %s ORDER BY is_primary DESC NULLS LAST, "
+                "sort_order NULLS LAST, id").format(cols=_names(names), t=sql.Identifier(table)),
+                (product_id,))
             return cur.fetchall()

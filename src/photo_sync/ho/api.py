@@ -109,27 +109,29 @@ def _photo_uuid(raw: str) -> uuid.UUID:
         raise _bad("invalid_photo_id", "photo id must be a UUID") from None
 
 
-def photo_json(row: dict) -> dict:
-    """A catalog row as the API's photo object (image_url with its cache-buster)."""
+def _image_url(row: dict) -> str:
+    """HO's URL of the photo, with its cache-buster."""
     base = current_app.config.get("PUBLIC_IMAGE_BASE") or ""
     object_key = row["object_key"]
     url = f"{base.rstrip('/')}/{object_key}" if base else _ext().storage.public_url(object_key)
-    return {
-        "id": str(row["id"]),
-        "product_id": str(row["product_id"]),
-        "object_key": object_key,
-        "filename": row["filename"],
-        "size": row["size"],
-        "content_type": row["content_type"],
-        "checksum": row["checksum"],
-        "checksum_sha256": row["checksum_sha256"],
-        "version": row["version"],
-        "is_primary": row["is_primary"],
-        "sort_order": row["sort_order"],
-        "updated_at": row["updated_at"].isoformat(),
-        "image_url": f"{url}?v={protocol.cache_buster(row['checksum'])}",
-        "deleted": row["deleted_at"] is not None,
-    }
+    return f"{url}?v={protocol.cache_buster(row['checksum'])}"
+
+
+# Fields HO derives rather than keeps in a column; download_url is added by the listing
+# when HO offers presigned downloads.
+_DERIVED = {"image_url": _image_url}
+
+
+def photo_json(row: dict) -> dict:
+    """A catalog row as the API's photo object: each field of protocol.PHOTO_FIELDS from its
+    column, or derived (image_url with its cache-buster)."""
+    photo = {}
+    for field in protocol.PHOTO_FIELDS:
+        if field.ho is not None:
+            photo[field.name] = field.to_json(row[field.column])
+        elif field.name in _DERIVED:
+            photo[field.name] = _DERIVED[field.name](row)
+    return photo
 
 
 @bp.post("/auth/token/")

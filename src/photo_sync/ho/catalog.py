@@ -19,37 +19,29 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
-from photo_sync import db
+from photo_sync import db, protocol
 
 # Any constant works; it only has to be the same for every writer of the catalog.
 CHANGE_LOCK_KEY = 0x70686F746F  # "photo"
 
 SCHEMA_VERSION = 1
 
-PHOTO_COLUMNS = ("id, product_id, object_key, filename, size, content_type, checksum, "
-                 "checksum_sha256, version, is_primary, sort_order, updated_at, "
-                 "deleted_at, change_seq")
+# The photo columns, from protocol.PHOTO_FIELDS (the field table), and the feed's sequence.
+PHOTO_COLUMN_NAMES = tuple(field.column for field in protocol.ho_fields()) + ("change_seq",)
+PHOTO_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, PHOTO_COLUMN_NAMES))
 
 DDL = [
     "CREATE TABLE IF NOT EXISTS photo_sync_meta (key text PRIMARY KEY, value text NOT NULL)",
     "CREATE SEQUENCE IF NOT EXISTS product_photo_change_seq",
-    """CREATE TABLE IF NOT EXISTS product_photo (
-        id uuid PRIMARY KEY,
-        product_id uuid NOT NULL,
-        object_key varchar(1024) NOT NULL,
-        filename varchar(255) NOT NULL,
-        size integer NOT NULL,
-        content_type varchar(100) NOT NULL,
-        checksum varchar(64) NOT NULL,
-        version integer NOT NULL DEFAULT 1,
-        is_primary boolean NOT NULL DEFAULT false,
-        sort_order integer NOT NULL DEFAULT 0,
-        updated_at timestamptz NOT NULL DEFAULT now())""",
-    # An existing catalog gets only what the sync API needs on top.
-    "ALTER TABLE product_photo ADD COLUMN IF NOT EXISTS checksum_sha256 varchar(64)",
-    "ALTER TABLE product_photo ADD COLUMN IF NOT EXISTS deleted_at timestamptz",
+    # The original design's columns, then what the sync API added to an existing catalog.
+    "CREATE TABLE IF NOT EXISTS product_photo (\n        " + ",\n        ".join(
+        f"{field.column} {field.ho}" for field in protocol.ho_fields() if not field.ho_added)
+    + ")",
+    *(f"ALTER TABLE product_photo ADD COLUMN IF NOT EXISTS {field.column} {field.ho}"
+      for field in protocol.ho_fields() if field.ho_added),
     "ALTER TABLE product_photo ADD COLUMN IF NOT EXISTS change_seq bigint",
     """UPDATE product_photo SET change_seq = nextval('product_photo_change_seq')
         WHERE change_seq IS NULL""",
@@ -197,8 +189,9 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
         # One snapshot for the page, its total and the high-water mark.
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if after_seq is not None:
-            cur.execute(f"SELECT {PHOTO_COLUMNS} FROM product_photo WHERE change_seq > %s "
-                        "ORDER BY change_seq LIMIT %s", (after_seq, limit + 1))
+            cur.execute(sql.SQL("SELECT {} FROM product_photo WHERE change_seq > %s "
+                                "ORDER BY change_seq LIMIT %s").format(PHOTO_COLUMNS),
+                        (after_seq, limit + 1))
             rows = cur.fetchall()
             cur.execute("SELECT count(*) AS n FROM product_photo WHERE change_seq > %s",
                         (after_seq,))
@@ -212,8 +205,9 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
             where, params = "deleted_at IS NULL", ()
         else:
             where, params = "updated_at >= %s", (since,)
-        cur.execute(f"SELECT {PHOTO_COLUMNS} FROM product_photo WHERE {where} "
-                    "ORDER BY change_seq OFFSET %s LIMIT %s", (*params, offset, limit + 1))
+        cur.execute(sql.SQL("SELECT {} FROM product_photo WHERE {} ORDER BY change_seq "
+                            "OFFSET %s LIMIT %s").format(PHOTO_COLUMNS, sql.SQL(where)),
+                    (*params, offset, limit + 1))
         rows = cur.fetchall()
         cur.execute(f"SELECT count(*) AS n FROM product_photo WHERE {where}", params)
         total = cur.fetchone()["n"]
@@ -229,14 +223,14 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
 
 def get_photo(conn: psycopg.Connection, photo_id: uuid.UUID) -> dict | None:
     """The catalog row of one photo, tombstones included, or None."""
-    return conn.execute(f"SELECT {PHOTO_COLUMNS} FROM product_photo WHERE id = %s",
-                        (photo_id,)).fetchone()
+    return conn.execute(sql.SQL("SELECT {} FROM product_photo WHERE id = %s").format(
+        PHOTO_COLUMNS), (photo_id,)).fetchone()
 
 
-_STORE_AND_PHOTO = (
-    "SELECT s.active AS store_active, s.token_generation AS store_token_generation, "
-    + ", ".join(f"p.{col.strip()}" for col in PHOTO_COLUMNS.split(","))
-    + " FROM sync_store s LEFT JOIN product_photo p ON p.id = %s WHERE s.id = %s")
+_STORE_AND_PHOTO = sql.SQL(
+    "SELECT s.active AS store_active, s.token_generation AS store_token_generation, {} "
+    "FROM sync_store s LEFT JOIN product_photo p ON p.id = %s WHERE s.id = %s").format(
+    sql.SQL(", ").join(sql.Identifier("p", name) for name in PHOTO_COLUMN_NAMES))
 
 
 def get_store_and_photo(conn: psycopg.Connection, store_id: uuid.UUID,
@@ -256,8 +250,9 @@ def get_store_and_photo(conn: psycopg.Connection, store_id: uuid.UUID,
 def find_photo(conn: psycopg.Connection, product_id: uuid.UUID, filename: str) -> dict | None:
     """The live photo of a product with this filename, or None."""
     return conn.execute(
-        f"SELECT {PHOTO_COLUMNS} FROM product_photo WHERE product_id = %s AND filename = %s "
-        "AND deleted_at IS NULL", (product_id, filename)).fetchone()
+        sql.SQL("SELECT {} FROM product_photo WHERE product_id = %s AND filename = %s "
+                "AND deleted_at IS NULL").format(PHOTO_COLUMNS),
+        (product_id, filename)).fetchone()
 
 
 def product_has_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> bool:
@@ -273,12 +268,12 @@ def clear_primary(conn: psycopg.Connection, product_id: uuid.UUID) -> None:
 
 
 def insert_photo(conn: psycopg.Connection, photo: dict) -> None:
-    """Add a new photo row (the trigger stamps its change sequence and time)."""
-    conn.execute(
-        "INSERT INTO product_photo (id, product_id, object_key, filename, size, content_type, "
-        "checksum, checksum_sha256, version, is_primary, sort_order) VALUES (%(id)s, "
-        "%(product_id)s, %(object_key)s, %(filename)s, %(size)s, %(content_type)s, "
-        "%(checksum)s, %(checksum_sha256)s, %(version)s, %(is_primary)s, %(sort_order)s)", photo)
+    """Add a new photo row (the trigger stamps its change sequence and time): the catalog
+    columns of the fields in `photo`; the rest take their column defaults."""
+    names = [field.column for field in protocol.ho_fields() if field.column in photo]
+    conn.execute(sql.SQL("INSERT INTO product_photo ({}) VALUES ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, names)),
+        sql.SQL(", ").join(map(sql.Placeholder, names))), photo)
 
 
 def update_photo_bytes(conn: psycopg.Connection, photo_id: uuid.UUID, *, object_key: str,
@@ -294,8 +289,8 @@ def update_photo_bytes(conn: psycopg.Connection, photo_id: uuid.UUID, *, object_
 def mark_deleted(conn: psycopg.Connection, photo_id: uuid.UUID) -> dict | None:
     """Tombstone a photo (stores delete it on their next sync). Returns the row, or None."""
     return conn.execute(
-        f"UPDATE product_photo SET deleted_at = now(), is_primary = false "
-        f"WHERE id = %s AND deleted_at IS NULL RETURNING {PHOTO_COLUMNS}",
+        sql.SQL("UPDATE product_photo SET deleted_at = now(), is_primary = false "
+                "WHERE id = %s AND deleted_at IS NULL RETURNING {}").format(PHOTO_COLUMNS),
         (photo_id,)).fetchone()
 
 

@@ -33,30 +33,11 @@ DOWNLOAD_HEADERS = {
              "schema": {"type": "string", "pattern": '^"[0-9a-f]{32}"$'}},
 }
 
+# From the field table: a field's schema is written once, in protocol.PHOTO_FIELDS.
 PHOTO = {
     "type": "object",
-    "required": ["id", "product_id", "object_key", "filename", "size", "content_type",
-                 "checksum", "version", "is_primary", "sort_order", "updated_at", "image_url",
-                 "deleted"],
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "product_id": {"type": "string", "format": "uuid"},
-        "object_key": {"type": "string"},
-        "filename": {"type": "string"},
-        "size": {"type": "integer", "minimum": 0},
-        "content_type": {"type": "string"},
-        "checksum": {"type": "string", "description": "MD5 hex of the bytes"},
-        "checksum_sha256": {"type": "string", "nullable": True},
-        "version": {"type": "integer", "minimum": 1},
-        "is_primary": {"type": "boolean"},
-        "sort_order": {"type": "integer"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "image_url": {"type": "string", "description": "HO URL with ?v=<first 8 hex of checksum>"},
-        "deleted": {"type": "boolean", "description": "a tombstone: delete this photo"},
-        "download_url": {"type": "string", "description": "when HO offers it: a short-lived "
-                         "S3 URL for the bytes, bypassing the API; verify against checksum "
-                         "and checksum_sha256"},
-    },
+    "required": [field.name for field in protocol.PHOTO_FIELDS if field.required],
+    "properties": {field.name: field.schema for field in protocol.PHOTO_FIELDS},
 }
 
 

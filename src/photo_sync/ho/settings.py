@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 
 from photo_sync import db
-from photo_sync.config import ConfigError, Settings
+from photo_sync.config import ConfigError, Settings, read_fields, setting
 
 PREFIX = "PHOTO_SYNC_HO_"
 MIN_JWT_SECRET_BYTES = 32
@@ -37,11 +37,21 @@ def _public_endpoint(raw: str) -> str:
     return raw
 
 
+def _log_level(raw: str) -> str:
+    level = raw.lower()
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"{PREFIX}LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 @dataclass(frozen=True)
 class HOSettings:
-    """Every HO setting, typed and checked; S3 and the JWT key only where they are needed."""
+    """Every HO setting, typed and checked; S3 and the JWT key only where they are needed.
 
-    database_url: str = ""
+    Each field is read from PHOTO_SYNC_HO_<FIELD NAME> by `load` (`config.read_fields`):
+    its default, minimum and check are written here, once."""
+
+    database_url: str = setting("", hint="the HO catalog, a libpq URL")
     s3_endpoint: str = ""
     s3_access_key: str = ""
     s3_secret_key: str = ""
@@ -49,28 +59,28 @@ class HOSettings:
     s3_secure: bool = False
     s3_region: str = "us-east-1"
     jwt_secret: str = ""
-    token_ttl: int = 3600
+    token_ttl: int = setting(3600, minimum=60)
     public_image_base: str = ""
-    max_downloads_per_store: int = 16
+    max_downloads_per_store: int = setting(16, minimum=1)
     presigned_downloads: bool = False
-    s3_public_endpoint: str = ""
-    presign_ttl: int = 900
+    s3_public_endpoint: str = setting("", parse=_public_endpoint)
+    presign_ttl: int = setting(900, minimum=60)
     # Behind the ho_gateway nginx: downloads answer X-Accel-Redirect and nginx fetches the
     # bytes from S3, so no photo byte passes through Python.
     accel_redirect: bool = False
     # gunicorn (gunicorn_conf.py) and the app's pool size.
     bind: str = "127.0.0.1:8080"
     workers: int = 0  # 0: min(4, 2 x CPUs), see `worker_count`
-    threads: int = 8
-    log_level: str = "info"
+    threads: int = setting(8, minimum=1)
+    log_level: str = setting("info", parse=_log_level)
     # Database sessions: a stuck lock ends as a 503 or an error, never as a hang.
-    statement_timeout_ms: int = db.STATEMENT_TIMEOUT_MS
-    lock_timeout_ms: int = db.LOCK_TIMEOUT_MS
+    statement_timeout_ms: int = setting(db.STATEMENT_TIMEOUT_MS, minimum=100)
+    lock_timeout_ms: int = setting(db.LOCK_TIMEOUT_MS, minimum=100)
     # The importer and the token endpoint.
-    max_photo_bytes: int = MAX_PHOTO_BYTES
-    auth_max_failures: int = 10
-    auth_max_failures_per_address: int = 30
-    auth_window: int = 300
+    max_photo_bytes: int = setting(MAX_PHOTO_BYTES, minimum=1)
+    auth_max_failures: int = setting(10, minimum=1)
+    auth_max_failures_per_address: int = setting(30, minimum=1)
+    auth_window: int = setting(300, minimum=1)
     trusted_proxies: int = 0
 
     def __repr__(self) -> str:  # keeps secrets out of logs and tracebacks
@@ -110,41 +120,7 @@ class HOSettings:
             raise ConfigError(
                 f"{PREFIX}JWT_SECRET must be set to at least {MIN_JWT_SECRET_BYTES} random "
                 "bytes (e.g. `openssl rand -hex 32`); refusing to start with a weak key")
-        log_level = s.get("LOG_LEVEL", "info").lower()
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(f"{PREFIX}LOG_LEVEL={log_level!r} is not one of "
-                              f"{', '.join(LOG_LEVELS)}")
-        settings = cls(
-            database_url=(s.require("DATABASE_URL", "the HO catalog, a libpq URL")
-                          if need_database else s.get("DATABASE_URL", "")),
-            s3_endpoint=s.get("S3_ENDPOINT", ""),
-            s3_access_key=s.get("S3_ACCESS_KEY", ""),
-            s3_secret_key=s.get("S3_SECRET_KEY", ""),
-            s3_bucket=s.get("S3_BUCKET", "product-photos"),
-            s3_secure=s.get_bool("S3_SECURE", False),
-            s3_region=s.get("S3_REGION", "us-east-1"),
-            jwt_secret=jwt_secret,
-            token_ttl=s.get_int("TOKEN_TTL", 3600, minimum=60),
-            public_image_base=s.get("PUBLIC_IMAGE_BASE", ""),
-            max_downloads_per_store=s.get_int("MAX_DOWNLOADS_PER_STORE", 16, minimum=1),
-            presigned_downloads=s.get_bool("PRESIGNED_DOWNLOADS", False),
-            s3_public_endpoint=_public_endpoint(s.get("S3_PUBLIC_ENDPOINT", "")),
-            presign_ttl=s.get_int("PRESIGN_TTL", 900, minimum=60),
-            accel_redirect=s.get_bool("ACCEL_REDIRECT", False),
-            bind=s.get("BIND", "127.0.0.1:8080"),
-            workers=s.get_int("WORKERS", 0, minimum=0),
-            threads=s.get_int("THREADS", 8, minimum=1),
-            log_level=log_level,
-            statement_timeout_ms=s.get_int("STATEMENT_TIMEOUT_MS", db.STATEMENT_TIMEOUT_MS,
-                                           minimum=100),
-            lock_timeout_ms=s.get_int("LOCK_TIMEOUT_MS", db.LOCK_TIMEOUT_MS, minimum=100),
-            max_photo_bytes=s.get_int("MAX_PHOTO_BYTES", MAX_PHOTO_BYTES, minimum=1),
-            auth_max_failures=s.get_int("AUTH_MAX_FAILURES", 10, minimum=1),
-            auth_max_failures_per_address=s.get_int("AUTH_MAX_FAILURES_PER_ADDRESS", 30,
-                                                    minimum=1),
-            auth_window=s.get_int("AUTH_WINDOW", 300, minimum=1),
-            trusted_proxies=s.get_int("TRUSTED_PROXIES", 0, minimum=0),
-        )
+        settings = cls(**read_fields(cls, s, ("database_url",) if need_database else ()))
         return settings.require_s3() if need_s3 else settings
 
     def connect_kwargs(self) -> dict:
