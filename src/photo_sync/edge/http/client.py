@@ -80,16 +80,6 @@ class Response:
             raw.close()  # the body is complete: the connection may carry the next request
         return data
 
-    def read(self, limit: int) -> bytes:
-        """The whole body, at most `limit` bytes (more is BodyBroken): for small answers."""
-        chunks, size = [], 0
-        while data := self.read1(min(limit + 1 - size, 256 * 1024)):
-            chunks.append(data)
-            size += len(data)
-            if size > limit:
-                raise BodyBroken(f"body longer than {limit} bytes")
-        return b"".join(chunks)
-
     @property
     def complete(self) -> bool:
         """True when the whole body was read (the connection can carry the next request)."""
