@@ -247,6 +247,25 @@ def test_token_guessing_is_limited_per_address_with_json_429(gw):
     assert response.status_code == 200, response.text
 
 
+def test_wrong_secrets_for_a_store_through_the_gateway_never_lock_it_out(gw):
+    # Fails on the old code: the guesser's wrong secrets that passed the gateway counted
+    # against the store id, and the store's own right secret then got the API's 429.
+    store_id, secret = gw.ho.add_store("guessed-at")
+    guesser = _client(gw.gateway, source="127.0.0.5")
+    statuses = [guesser.post(f"{gw.gateway.url}{API_PREFIX}/auth/token/", timeout=10,
+                             json={"store_id": store_id, "secret": f"wrong-{i}"}).status_code
+                for i in range(30)]
+    assert set(statuses) == {401, 429} and statuses[-1] == 429, statuses
+    # The gateway slows the guesser's address; the store, from its own address, is let in.
+    store = _client(gw.gateway, source="127.0.0.6")
+    response = store.post(f"{gw.gateway.url}{API_PREFIX}/auth/token/", timeout=10,
+                          json={"store_id": store_id, "secret": secret})
+    assert response.status_code == 200, response.text
+    listing = store.get(f"{gw.gateway.url}{API_PREFIX}/sync/product-photos/", timeout=10,
+                        headers={"Authorization": f"Bearer {response.json()['access']}"})
+    assert listing.status_code == 200
+
+
 def _slow_reader(gateway, token: str, path: str) -> socket.socket:
     """A TLS connection that asks for a photo and reads only the first bytes: nginx keeps
     the download (and its limit_conn slot) open while the store does not read."""

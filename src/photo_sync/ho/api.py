@@ -147,27 +147,31 @@ def token():
         raise _bad("invalid_store_id", "store_id must be a UUID") from None
     ext = _ext()
     settings = ext.settings
-    store_key, addr_key = f"store:{store_uuid}", f"addr:{_client_address()}"
+    address = _client_address()
+    # Store ids are not secrets: failures count per (store, address) and per address, never
+    # per store alone, and the right secret is checked before any limit, so whoever sends
+    # wrong secrets for a store slows only themselves, never the store.
+    pair_key, addr_key = f"store:{store_uuid}@{address}", f"addr:{address}"
     with ext.pool.connection() as conn:
-        # Counted in the catalog, so the limit holds across gunicorn workers and API hosts.
-        wait = catalog.auth_blocked(conn, {store_key: settings.auth_max_failures,
-                                           addr_key: settings.auth_max_failures_per_address},
-                                    settings.auth_window)
-        if wait:
-            raise APIError(429, "too_many_failures",
-                           "too many failed token requests for this store or from this address; "
-                           f"retry in {wait} s with the right secret", {"Retry-After": str(wait)})
         store = catalog.get_store(conn, store_uuid)
-    # Unknown and disabled stores pay the same scrypt work as a wrong secret: the answer's
+    # Unknown and disabled stores pay the same hash work as a wrong secret: the answer's
     # time does not tell which store ids exist.
     matches = catalog.verify_secret(
         secret, store["secret_hash"] if store else catalog.DUMMY_SECRET_HASH)
     if store is None or not store["active"] or not matches:
         with ext.pool.connection() as conn:
-            catalog.record_auth_failure(conn, [store_key, addr_key], settings.auth_window)
+            # Counted in the catalog, so the limit holds across gunicorn workers and hosts.
+            wait = catalog.auth_blocked(conn, {pair_key: settings.auth_max_failures,
+                                               addr_key: settings.auth_max_failures_per_address},
+                                        settings.auth_window)
+            if wait:
+                raise APIError(429, "too_many_failures",
+                               "too many failed token requests from this address; "
+                               f"retry in {wait} s", {"Retry-After": str(wait)})
+            catalog.record_auth_failure(conn, [pair_key, addr_key], settings.auth_window)
         raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
     with ext.pool.connection() as conn:
-        catalog.clear_auth_failures(conn, store_key)
+        catalog.clear_auth_failures(conn, pair_key)
     ttl = current_app.config["TOKEN_TTL"]
     access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
     return jsonify(access=access, token_type="Bearer", expires_in=ttl)

@@ -94,7 +94,8 @@ DDL = [
         PRIMARY KEY (store_id, photo_id))""",
     """CREATE INDEX IF NOT EXISTS photo_sync_status_status_idx
         ON photo_sync_status (store_id, status)""",
-    # Failed token requests, per store id and per client address (see record_auth_failure):
+    # Failed token requests, per (store id, client address) and per client address (see
+    # record_auth_failure; never per store id alone: ids are not secrets):
     # in the catalog so the limit holds across gunicorn workers and API hosts.
     """CREATE TABLE IF NOT EXISTS auth_failure (
         key text NOT NULL,
@@ -455,7 +456,7 @@ def store_statuses(conn: psycopg.Connection, store_id: uuid.UUID) -> dict[str, d
 def auth_blocked(conn: psycopg.Connection, limits: dict[str, int], window: int) -> int:
     """Seconds until the most limited key may try again (0: none is over its limit).
 
-    `limits` maps a key ('store:<uuid>', 'addr:<ip>') to the failures it may have in
+    `limits` maps a key ('store:<uuid>@<ip>', 'addr:<ip>') to the failures it may have in
     the last `window` seconds (a sliding window)."""
     rows = conn.execute(
         "SELECT key, count(*) AS n, "
@@ -479,5 +480,6 @@ def record_auth_failure(conn: psycopg.Connection, keys: list[str], window: int) 
 
 
 def clear_auth_failures(conn: psycopg.Connection, key: str) -> None:
-    """Forget a key's failures (a store that proved its secret starts afresh)."""
+    """Forget a key's failures (a store that proved its secret from an address starts
+    afresh there)."""
     conn.execute("DELETE FROM auth_failure WHERE key = %s", (key,))
