@@ -172,6 +172,8 @@ def token():
         raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
     with ext.pool.connection() as conn:
         catalog.clear_auth_failures(conn, pair_key)
+        if catalog.needs_rehash(store["secret_hash"]):
+            catalog.upgrade_secret_hash(conn, store_uuid, store["secret_hash"], secret)
     ttl = current_app.config["TOKEN_TTL"]
     access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
     return jsonify(access=access, token_type="Bearer", expires_in=ttl)

@@ -1,0 +1,69 @@
+"""HO's trust boundary against real gunicorn, PostgreSQL and S3 (issue 19's review items).
+
+Store secret hashes are a fast keyed hash (old scrypt hashes still work and are replaced on
+the store's next token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+import pytest
+import requests
+
+
+@pytest.fixture(scope="module")
+def ho(ho_stack, photo_factory):
+    stack = ho_stack("trust", workers=2)
+    stack.import_dir(photo_factory(3, seed=191, min_kb=6, max_kb=12, mean_kb=8))
+    return stack
+
+
+def ask_token(ho, store_id: str, secret: str) -> requests.Response:
+    return requests.post(f"{ho.api}/auth/token/", json={"store_id": store_id, "secret": secret},
+                         timeout=30)
+
+
+def listing(ho, token: str) -> requests.Response:
+    return requests.get(f"{ho.api}/sync/product-photos/", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
+
+
+def _scrypt_hash(secret: str) -> str:
+    """A store secret hash in the format HO wrote before issue 19 (scrypt, n=2^14, r=8)."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1, dklen=32)
+    return f"scrypt${2**14}$8$1${salt.hex()}${digest.hex()}"
+
+
+def _stored_hash(ho, store_id: str) -> str:
+    with ho.catalog() as conn:
+        return conn.execute("SELECT secret_hash FROM sync_store WHERE id = %s",
+                            (store_id,)).fetchone()["secret_hash"]
+
+
+def test_an_old_scrypt_hash_still_authenticates_and_is_upgraded(ho):
+    # Fails on the old code: every check was scrypt (~16 MiB of memory each), and a hash
+    # stayed scrypt forever.
+    store_id, secret = ho.add_store("old-hash")
+    assert _stored_hash(ho, store_id).startswith("hmac-sha256$"), "new stores: the fast hash"
+    with ho.catalog() as conn:
+        conn.execute("UPDATE sync_store SET secret_hash = %s WHERE id = %s",
+                     (_scrypt_hash(secret), store_id))
+    assert ask_token(ho, store_id, "wrong-" + secret).status_code == 401
+    assert _stored_hash(ho, store_id).startswith("scrypt$"), "a wrong secret upgrades nothing"
+    first = ask_token(ho, store_id, secret)
+    assert first.status_code == 200, first.text
+    upgraded = _stored_hash(ho, store_id)
+    assert upgraded.startswith("hmac-sha256$"), upgraded.split("$")[0]
+    assert secret not in upgraded
+    # The upgraded hash keeps working, the old token too (no generation change).
+    assert ask_token(ho, store_id, secret).status_code == 200
+    assert ask_token(ho, store_id, "wrong-" + secret).status_code == 401
+    assert listing(ho, first.json()["access"]).status_code == 200
+
+
+def test_unknown_store_ids_are_refused_like_wrong_secrets(ho):
+    assert ask_token(ho, str(uuid.uuid4()), "z" * 43).status_code == 401
