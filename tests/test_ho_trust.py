@@ -1,15 +1,18 @@
 """HO's trust boundary against real gunicorn, PostgreSQL and S3 (issue 19's review items).
 
 Store secret hashes are a fast keyed hash (old scrypt hashes still work and are replaced on
-the store's next token).
+the store's next token); tokens from a host whose clock runs a little ahead are accepted
+within a leeway.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import uuid
 
+import jwt
 import pytest
 import requests
 
@@ -63,6 +66,32 @@ def test_an_old_scrypt_hash_still_authenticates_and_is_upgraded(ho):
     assert ask_token(ho, store_id, secret).status_code == 200
     assert ask_token(ho, store_id, "wrong-" + secret).status_code == 401
     assert listing(ho, first.json()["access"]).status_code == 200
+
+
+def _forged(ho, store_id: str, iat: int, exp: int) -> str:
+    """A token signed with HO's own key, as another API host would have issued it."""
+    from photo_sync.ho import auth
+    with ho.catalog() as conn:
+        generation = conn.execute("SELECT token_generation FROM sync_store WHERE id = %s",
+                                  (store_id,)).fetchone()["token_generation"]
+    claims = {"sub": store_id, "iat": iat, "exp": exp, "iss": auth.ISSUER,
+              "aud": auth.AUDIENCE, "gen": generation}
+    return jwt.encode(claims, ho.env["PHOTO_SYNC_HO_JWT_SECRET"], algorithm=auth.ALGORITHM)
+
+
+def test_a_token_from_a_host_a_few_seconds_ahead_is_accepted(ho):
+    # Fails on the old code: iat 5 s in the future was 401 "invalid token" and the agent
+    # aborted its run.
+    store_id, _ = ho.add_store("skewed")
+    now = int(time.time())
+    ahead = listing(ho, _forged(ho, store_id, now + 5, now + 3600))
+    assert ahead.status_code == 200, ahead.text
+    # The leeway (30 s by default) is small: a token expired longer ago is refused.
+    expired = listing(ho, _forged(ho, store_id, now - 3600, now - 120))
+    assert expired.status_code == 401
+    assert "expired" in expired.json()["detail"]
+    far_ahead = listing(ho, _forged(ho, store_id, now + 600, now + 3600))
+    assert far_ahead.status_code == 401
 
 
 def test_unknown_store_ids_are_refused_like_wrong_secrets(ho):

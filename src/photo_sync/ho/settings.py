@@ -50,6 +50,8 @@ class HOSettings:
     s3_region: str = "us-east-1"
     jwt_secret: str = ""
     token_ttl: int = 3600
+    # Seconds of clock difference between API hosts a token's iat and exp may show.
+    token_leeway: int = 30
     public_image_base: str = ""
     max_downloads_per_store: int = 16
     presigned_downloads: bool = False
@@ -125,6 +127,7 @@ class HOSettings:
             s3_region=s.get("S3_REGION", "us-east-1"),
             jwt_secret=jwt_secret,
             token_ttl=s.get_int("TOKEN_TTL", 3600, minimum=60),
+            token_leeway=s.get_int("TOKEN_LEEWAY", 30, minimum=0),
             public_image_base=s.get("PUBLIC_IMAGE_BASE", ""),
             max_downloads_per_store=s.get_int("MAX_DOWNLOADS_PER_STORE", 16, minimum=1),
             presigned_downloads=s.get_bool("PRESIGNED_DOWNLOADS", False),
