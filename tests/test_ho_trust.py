@@ -96,3 +96,53 @@ def test_a_token_from_a_host_a_few_seconds_ahead_is_accepted(ho):
 
 def test_unknown_store_ids_are_refused_like_wrong_secrets(ho):
     assert ask_token(ho, str(uuid.uuid4()), "z" * 43).status_code == 401
+
+
+def _photo_id(ho) -> str:
+    with ho.catalog() as conn:
+        return str(conn.execute("SELECT id FROM product_photo WHERE deleted_at IS NULL "
+                                "ORDER BY id LIMIT 1").fetchone()["id"])
+
+
+def _assert_storage_refused(response: requests.Response) -> None:
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert response.headers["Content-Type"] == "application/json", response.headers
+    body = response.json()
+    assert body["error"] == "storage_refused", body
+    assert "refused" in body["detail"] and "re-import" not in body["detail"], body
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_s3_refusing_hos_key_is_503_storage_refused_not_object_missing(ho, bed_root, s3):
+    # Fails on the old code: behind the gateway the refusal was 404 object_missing ("re-import
+    # it at HO"), so every store marked every photo failed for the wrong reason.
+    from support import gateway as gw_support
+    from support import testbed
+    env = {**ho.env, "PHOTO_SYNC_HO_S3_SECRET_KEY": "not-" + ho.env["PHOTO_SYNC_HO_S3_SECRET_KEY"]}
+    store_id, _ = ho.add_store("s3-refused")
+    token = ho.token(store_id)
+    path = f"/api/v1/sync/product-photos/{_photo_id(ho)}/download/"
+    auth = {"Authorization": f"Bearer {token}"}
+    direct = testbed.HOServer(bed_root / "trust-wrong-key", env).start(wait_healthy=False)
+    try:
+        _assert_storage_refused(requests.get(direct.url + path, headers=auth, timeout=30))
+        health = requests.get(f"{direct.url}/api/v1/health/", timeout=30)
+        assert health.status_code == 503
+        assert health.json()["storage"]["ok"] is False
+        assert health.json()["catalog"]["ok"] is True
+    finally:
+        direct.stop()
+    if gw_support.nginx_missing():
+        pytest.skip(gw_support.nginx_missing())
+    accel = testbed.HOServer(bed_root / "trust-wrong-key-accel", {
+        **env, "PHOTO_SYNC_HO_ACCEL_REDIRECT": "true",
+        "PHOTO_SYNC_HO_TRUSTED_PROXIES": "1"}).start(wait_healthy=False)
+    gateway = gw_support.Gateway(bed_root / "trust-wrong-key-gw", [f"127.0.0.1:{accel.port}"],
+                                 s3.endpoint, ho.env["PHOTO_SYNC_HO_S3_BUCKET"])
+    try:
+        gateway.start()
+        _assert_storage_refused(requests.get(gateway.url + path, headers=auth, timeout=30,
+                                             verify=str(gateway.tls.ca_path)))
+    finally:
+        gateway.stop()
+        accel.stop()

@@ -9,7 +9,7 @@ import psycopg_pool
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from photo_sync.errors import DatabaseUnavailable, StorageUnavailable
+from photo_sync.errors import DatabaseUnavailable, StorageRefused, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ def init_app(app: Flask) -> None:
         if exc.code == 405 and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
+
+    # Before StorageUnavailable (its base): S3 answered, so "not answering" would mislead,
+    # and the bytes may be there, so it is no object_missing either.
+    @app.errorhandler(StorageRefused)
+    def _storage_refused(exc: StorageRefused):
+        log.error("storage refused HO's request: %s", exc)
+        return error_response(503, "storage_refused",
+                              f"the photo store (S3) refused HO's request ({exc.code}: HO's S3 "
+                              "key or clock); HO's operators must fix it; retry later",
+                              {"Retry-After": "30"})
 
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):
