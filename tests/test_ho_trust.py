@@ -146,3 +146,44 @@ def test_s3_refusing_hos_key_is_503_storage_refused_not_object_missing(ho, bed_r
     finally:
         gateway.stop()
         accel.stop()
+
+
+def test_a_read_only_catalog_keeps_reads_working_and_refuses_writes_with_503(ho_stack,
+                                                                            photo_factory):
+    # Fails on the old code: every token request wrote (failure bookkeeping) and was a 500;
+    # a status report was a 500 too.
+    stack = ho_stack("trust-ro", workers=1)
+    stack.import_dir(photo_factory(2, seed=193, min_kb=6, max_kb=12, mean_kb=8))
+    store_id, secret = stack.add_store("standby-reader")
+    old_token = stack.token(store_id)
+    dbname = stack.database_url.rsplit("/", 1)[1]
+    with stack.catalog() as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    stack.server.stop()
+    stack.server.start(wait_healthy=False)
+    try:
+        fresh = ask_token(stack, store_id, secret)
+        assert fresh.status_code == 200, fresh.text
+        wrong = ask_token(stack, store_id, "wrong-" + secret)
+        assert wrong.status_code == 401, wrong.text
+        for token in (old_token, fresh.json()["access"]):
+            page = listing(stack, token)
+            assert page.status_code == 200, page.text
+        photo = page.json()["photos"][0]
+        auth = {"Authorization": f"Bearer {token}"}
+        got = requests.get(f"{stack.api}/sync/product-photos/{photo['id']}/download/",
+                           headers=auth, timeout=30)
+        assert got.status_code == 200 and hashlib.md5(got.content).hexdigest() == \
+            photo["checksum"]
+        report = requests.post(f"{stack.api}/sync/product-photos/status/", headers=auth,
+                               timeout=30, json={"sync_batch": [
+                                   {"photo_id": photo["id"], "status": "synced", "version": 1}]})
+        assert report.status_code == 503, report.text
+        assert report.json()["error"] == "catalog_read_only"
+        assert "read-only" in report.json()["detail"]
+        assert int(report.headers["Retry-After"]) > 0
+        assert "Traceback" not in stack.server.log_path.read_text()
+    finally:
+        with stack.catalog() as conn:
+            conn.execute("SET default_transaction_read_only = off")
+            conn.execute(f'ALTER DATABASE "{dbname}" RESET default_transaction_read_only')

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 
+import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -18,6 +20,7 @@ from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
 __all__ = ["bp", "json_body", "parse_datetime", "photo_json"]
 
 bp = Blueprint("api_v1", __name__, url_prefix=protocol.API_PREFIX)
+log = logging.getLogger(__name__)
 
 MAX_OFFSET = 10**9
 # The presigned URL in an X-Accel-Redirect goes only to nginx, which uses it within
@@ -132,6 +135,17 @@ def photo_json(row: dict) -> dict:
     }
 
 
+def _bookkeeping(write, what: str) -> None:
+    """A catalog write the answer does not depend on (failure counts, hash upgrades): on a
+    read-only catalog (a standby, default_transaction_read_only) it is skipped, so token
+    requests keep working there; the gateway's per-address limit still holds guessers."""
+    try:
+        with _ext().pool.connection() as conn:
+            write(conn)
+    except psycopg.errors.ReadOnlySqlTransaction:
+        log.warning("catalog is read-only: %s skipped", what)
+
+
 @bp.post("/auth/token/")
 def token():
     """Exchange a store's id and secret for a bearer token; failed attempts are limited."""
@@ -168,12 +182,14 @@ def token():
                 raise APIError(429, "too_many_failures",
                                "too many failed token requests from this address; "
                                f"retry in {wait} s", {"Retry-After": str(wait)})
-            catalog.record_auth_failure(conn, [pair_key, addr_key], settings.auth_window)
+        _bookkeeping(lambda conn: catalog.record_auth_failure(
+            conn, [pair_key, addr_key], settings.auth_window), "counting a failed token request")
         raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
-    with ext.pool.connection() as conn:
-        catalog.clear_auth_failures(conn, pair_key)
-        if catalog.needs_rehash(store["secret_hash"]):
-            catalog.upgrade_secret_hash(conn, store_uuid, store["secret_hash"], secret)
+    _bookkeeping(lambda conn: catalog.clear_auth_failures(conn, pair_key),
+                 "forgetting failed token requests")
+    if catalog.needs_rehash(store["secret_hash"]):
+        _bookkeeping(lambda conn: catalog.upgrade_secret_hash(
+            conn, store_uuid, store["secret_hash"], secret), "upgrading a secret hash")
     ttl = current_app.config["TOKEN_TTL"]
     access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
     return jsonify(access=access, token_type="Bearer", expires_in=ttl)

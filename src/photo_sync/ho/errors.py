@@ -75,6 +75,16 @@ def init_app(app: Flask) -> None:
                               "the HO catalog database is busy (a lock or a long statement "
                               "held this request); retry later", {"Retry-After": "5"})
 
+    # A standby or a catalog set read-only: reads keep working, writes wait for the primary.
+    @app.errorhandler(psycopg.errors.ReadOnlySqlTransaction)
+    def _catalog_read_only(exc: Exception):
+        log.warning("catalog is read-only: %s", str(exc).strip().splitlines()[0] if str(exc)
+                    else type(exc).__name__)
+        return error_response(503, "catalog_read_only",
+                              "the HO catalog database is read-only right now (a standby, or "
+                              "set read-only for maintenance); reads work, this write does "
+                              "not: retry later", {"Retry-After": "30"})
+
     # New code on an old catalog (init-db not yet run by the rollout): say what to run.
     @app.errorhandler(psycopg.errors.UndefinedTable)
     @app.errorhandler(psycopg.errors.UndefinedColumn)
