@@ -313,6 +313,9 @@ def _accel_redirect(row: dict, headers: dict, etag: str) -> Response:
     del response.headers["Content-Type"]
     response.headers["X-Accel-Redirect"] = (f"/_s3/{row['checksum']}/{sha256}/"
                                             f"{row['version']}{target}")
+    # The store this token proved to be: the gateway's per-store download cap is keyed on
+    # it (nginx drops the header on the internal redirect; the store never sees it).
+    response.headers["X-Photo-Sync-Store"] = str(g.store_id)
     response.set_etag(etag)
     return response
 
