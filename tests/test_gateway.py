@@ -452,6 +452,38 @@ def test_presigned_downloads_through_the_gateway(gw, make_edge, bed_root):
         api.stop()
 
 
+def test_a_presign_for_the_internal_redirect_does_not_work_from_outside(gw):
+    # Fails on the old template: the bucket location forwarded the client's Host, so a URL
+    # signed for S3's own host (what the API puts in X-Accel-Redirect) fetched the photo.
+    from minio import Minio
+    import datetime as dt
+    import urllib.parse
+    row = _first_photo(gw.ho)
+    s3 = Minio(gw.s3.endpoint, gw.s3.access_key, gw.s3.secret_key, secure=False,
+               region="us-east-1")
+    internal = urllib.parse.urlsplit(s3.presigned_get_object(
+        gw.ho.env["PHOTO_SYNC_HO_S3_BUCKET"], row["object_key"], expires=dt.timedelta(minutes=5)))
+    assert requests.get(internal.geturl(), timeout=10).status_code == 200, "a valid presign"
+    got = _client(gw.gateway).get(f"{gw.gateway.url}{internal.path}?{internal.query}",
+                                  headers={"Host": gw.s3.endpoint}, timeout=10)
+    assert got.status_code == 403, got.status_code
+    assert hashlib.md5(got.content).hexdigest() != row["checksum"]
+
+
+def test_s3_over_https_is_verified_with_sni_in_both_s3_locations(bed_root):
+    # Fails on the old template: no proxy_ssl_verify (nginx's default is off), and the
+    # bucket location sent no SNI.
+    gateway = gw_support.Gateway(bed_root / "gateway-s3-tls", ["127.0.0.1:9"], "s3.example:443",
+                                 "photos", ho_gateway_s3_scheme="https",
+                                 ho_gateway_s3_upstream="127.0.0.1:9443")
+    gateway.values["ho_gateway_s3_ca_path"] = str(gateway.tls.ca_path)
+    text = gateway.write_config().read_text()  # nginx -t accepts it
+    for directive in ("proxy_ssl_verify on;", f"proxy_ssl_trusted_certificate "
+                      f"{gateway.tls.ca_path};", "proxy_ssl_server_name on;",
+                      "proxy_ssl_name s3.example;"):
+        assert text.count(directive) == 2, directive
+
+
 def test_access_log_holds_no_credentials(gw):
     """Tokens, secrets and presigned signatures are never in the gateway's logs."""
     store_id, secret = gw.ho.add_store("logged")
