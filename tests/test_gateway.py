@@ -247,6 +247,25 @@ def test_token_guessing_is_limited_per_address_with_json_429(gw):
     assert response.status_code == 200, response.text
 
 
+def test_wrong_secrets_for_a_store_through_the_gateway_never_lock_it_out(gw):
+    # Fails on the old code: the guesser's wrong secrets that passed the gateway counted
+    # against the store id, and the store's own right secret then got the API's 429.
+    store_id, secret = gw.ho.add_store("guessed-at")
+    guesser = _client(gw.gateway, source="127.0.0.5")
+    statuses = [guesser.post(f"{gw.gateway.url}{API_PREFIX}/auth/token/", timeout=10,
+                             json={"store_id": store_id, "secret": f"wrong-{i}"}).status_code
+                for i in range(30)]
+    assert set(statuses) == {401, 429} and statuses[-1] == 429, statuses
+    # The gateway slows the guesser's address; the store, from its own address, is let in.
+    store = _client(gw.gateway, source="127.0.0.6")
+    response = store.post(f"{gw.gateway.url}{API_PREFIX}/auth/token/", timeout=10,
+                          json={"store_id": store_id, "secret": secret})
+    assert response.status_code == 200, response.text
+    listing = store.get(f"{gw.gateway.url}{API_PREFIX}/sync/product-photos/", timeout=10,
+                        headers={"Authorization": f"Bearer {response.json()['access']}"})
+    assert listing.status_code == 200
+
+
 def _slow_reader(gateway, token: str, path: str) -> socket.socket:
     """A TLS connection that asks for a photo and reads only the first bytes: nginx keeps
     the download (and its limit_conn slot) open while the store does not read."""
@@ -287,6 +306,18 @@ def test_downloads_per_store_are_capped_while_another_store_downloads(
         shouted = _client(gateway).get(f"{gateway.url}{path}", timeout=10,
                                        headers={"Authorization": f"BEARER {token}"})
         assert shouted.status_code == 429
+        # The cap is keyed on the store the API verified, not on the header's text: a
+        # second token of the same store (any store can mint more) once got a cap of its own.
+        time.sleep(1.1)  # a new iat: a token that differs from the first
+        second = _token(gateway, *busy_store)
+        assert second != token
+        again = _client(gateway).get(f"{gateway.url}{path}", timeout=10,
+                                     headers={"Authorization": f"Bearer {second}"})
+        assert again.status_code == 429, again.status_code
+        # Neither stalled reader made nginx spool its 12 MB photo to disk (a store that
+        # stops reading could fill the gateway's disk): give it time to try.
+        time.sleep(1)
+        assert "buffered to a temporary file" not in gateway.error_log.read_text()
 
         other = _client(gateway).get(f"{gateway.url}{path}", timeout=30, headers={
             "Authorization": f"Bearer {_token(gateway, *ho.add_store('other'))}"})
@@ -419,6 +450,38 @@ def test_presigned_downloads_through_the_gateway(gw, make_edge, bed_root):
     finally:
         gateway.stop()
         api.stop()
+
+
+def test_a_presign_for_the_internal_redirect_does_not_work_from_outside(gw):
+    # Fails on the old template: the bucket location forwarded the client's Host, so a URL
+    # signed for S3's own host (what the API puts in X-Accel-Redirect) fetched the photo.
+    from minio import Minio
+    import datetime as dt
+    import urllib.parse
+    row = _first_photo(gw.ho)
+    s3 = Minio(gw.s3.endpoint, gw.s3.access_key, gw.s3.secret_key, secure=False,
+               region="us-east-1")
+    internal = urllib.parse.urlsplit(s3.presigned_get_object(
+        gw.ho.env["PHOTO_SYNC_HO_S3_BUCKET"], row["object_key"], expires=dt.timedelta(minutes=5)))
+    assert requests.get(internal.geturl(), timeout=10).status_code == 200, "a valid presign"
+    got = _client(gw.gateway).get(f"{gw.gateway.url}{internal.path}?{internal.query}",
+                                  headers={"Host": gw.s3.endpoint}, timeout=10)
+    assert got.status_code == 403, got.status_code
+    assert hashlib.md5(got.content).hexdigest() != row["checksum"]
+
+
+def test_s3_over_https_is_verified_with_sni_in_both_s3_locations(bed_root):
+    # Fails on the old template: no proxy_ssl_verify (nginx's default is off), and the
+    # bucket location sent no SNI.
+    gateway = gw_support.Gateway(bed_root / "gateway-s3-tls", ["127.0.0.1:9"], "s3.example:443",
+                                 "photos", ho_gateway_s3_scheme="https",
+                                 ho_gateway_s3_upstream="127.0.0.1:9443")
+    gateway.values["ho_gateway_s3_ca_path"] = str(gateway.tls.ca_path)
+    text = gateway.write_config().read_text()  # nginx -t accepts it
+    for directive in ("proxy_ssl_verify on;", f"proxy_ssl_trusted_certificate "
+                      f"{gateway.tls.ca_path};", "proxy_ssl_server_name on;",
+                      "proxy_ssl_name s3.example;"):
+        assert text.count(directive) == 2, directive
 
 
 def test_access_log_holds_no_credentials(gw):

@@ -25,7 +25,9 @@ AWKWARD_KEYS = ["p/plain.jpg", "a b/ü~x (1).jpg", "x/+&=?#%.jpg", "deep/a/b/c/d
 
 @pytest.fixture(scope="module")
 def ho(ho_stack, photo_factory):
-    stack = ho_stack("cost", extra_env={"PHOTO_SYNC_HO_ACCEL_REDIRECT": "true"})
+    # No clock-skew leeway: the expiry test waits only just past exp.
+    stack = ho_stack("cost", extra_env={"PHOTO_SYNC_HO_ACCEL_REDIRECT": "true",
+                                        "PHOTO_SYNC_HO_TOKEN_LEEWAY": "0"})
     stack.import_dir(photo_factory(2, seed=5, products=1, min_kb=5, max_kb=10, mean_kb=8))
     return stack
 

@@ -83,6 +83,15 @@ class StorageUnavailable(PhotoSyncError):
     exit_code = EXIT_CONFIG
 
 
+class StorageRefused(StorageUnavailable):
+    """HO's S3 store answers but refuses HO's request (403: a wrong or rotated key, clocks
+    too far apart, an expired presign): the bytes may well be there. `code` is S3's."""
+
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's text (psycopg errors run to several lines, the
     later ones quoting SQL), or its type name when it has no text."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import uuid
 
+import psycopg
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -18,6 +20,7 @@ from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
 __all__ = ["bp", "json_body", "parse_datetime", "photo_json"]
 
 bp = Blueprint("api_v1", __name__, url_prefix=protocol.API_PREFIX)
+log = logging.getLogger(__name__)
 
 MAX_OFFSET = 10**9
 # The presigned URL in an X-Accel-Redirect goes only to nginx, which uses it within
@@ -134,6 +137,17 @@ def photo_json(row: dict) -> dict:
     return photo
 
 
+def _bookkeeping(write, what: str) -> None:
+    """A catalog write the answer does not depend on (failure counts, hash upgrades): on a
+    read-only catalog (a standby, default_transaction_read_only) it is skipped, so token
+    requests keep working there; the gateway's per-address limit still holds guessers."""
+    try:
+        with _ext().pool.connection() as conn:
+            write(conn)
+    except psycopg.errors.ReadOnlySqlTransaction:
+        log.warning("catalog is read-only: %s skipped", what)
+
+
 @bp.post("/auth/token/")
 def token():
     """Exchange a store's id and secret for a bearer token; failed attempts are limited."""
@@ -149,27 +163,35 @@ def token():
         raise _bad("invalid_store_id", "store_id must be a UUID") from None
     ext = _ext()
     settings = ext.settings
-    store_key, addr_key = f"store:{store_uuid}", f"addr:{_client_address()}"
+    address = _client_address()
+    # Store ids are not secrets: failures count per (store, address) and per address, never
+    # per store alone, and the right secret is checked before any limit, so whoever sends
+    # wrong secrets for a store slows only themselves, never the store.
+    pair_key, addr_key = f"store:{store_uuid}@{address}", f"addr:{address}"
     with ext.pool.connection() as conn:
-        # Counted in the catalog, so the limit holds across gunicorn workers and API hosts.
-        wait = catalog.auth_blocked(conn, {store_key: settings.auth_max_failures,
-                                           addr_key: settings.auth_max_failures_per_address},
-                                    settings.auth_window)
-        if wait:
-            raise APIError(429, "too_many_failures",
-                           "too many failed token requests for this store or from this address; "
-                           f"retry in {wait} s with the right secret", {"Retry-After": str(wait)})
         store = catalog.get_store(conn, store_uuid)
-    # Unknown and disabled stores pay the same scrypt work as a wrong secret: the answer's
+    # Unknown and disabled stores pay the same hash work as a wrong secret: the answer's
     # time does not tell which store ids exist.
     matches = catalog.verify_secret(
         secret, store["secret_hash"] if store else catalog.DUMMY_SECRET_HASH)
     if store is None or not store["active"] or not matches:
         with ext.pool.connection() as conn:
-            catalog.record_auth_failure(conn, [store_key, addr_key], settings.auth_window)
+            # Counted in the catalog, so the limit holds across gunicorn workers and hosts.
+            wait = catalog.auth_blocked(conn, {pair_key: settings.auth_max_failures,
+                                               addr_key: settings.auth_max_failures_per_address},
+                                        settings.auth_window)
+            if wait:
+                raise APIError(429, "too_many_failures",
+                               "too many failed token requests from this address; "
+                               f"retry in {wait} s", {"Retry-After": str(wait)})
+        _bookkeeping(lambda conn: catalog.record_auth_failure(
+            conn, [pair_key, addr_key], settings.auth_window), "counting a failed token request")
         raise APIError(401, "invalid_credentials", "unknown store, wrong secret, or store disabled")
-    with ext.pool.connection() as conn:
-        catalog.clear_auth_failures(conn, store_key)
+    _bookkeeping(lambda conn: catalog.clear_auth_failures(conn, pair_key),
+                 "forgetting failed token requests")
+    if catalog.needs_rehash(store["secret_hash"]):
+        _bookkeeping(lambda conn: catalog.upgrade_secret_hash(
+            conn, store_uuid, store["secret_hash"], secret), "upgrading a secret hash")
     ttl = current_app.config["TOKEN_TTL"]
     access = auth.issue_token(store, current_app.config["JWT_SECRET"], ttl)
     return jsonify(access=access, token_type="Bearer", expires_in=ttl)
@@ -293,6 +315,9 @@ def _accel_redirect(row: dict, headers: dict, etag: str) -> Response:
     del response.headers["Content-Type"]
     response.headers["X-Accel-Redirect"] = (f"/_s3/{row['checksum']}/{sha256}/"
                                             f"{row['version']}{target}")
+    # The store this token proved to be: the gateway's per-store download cap is keyed on
+    # it (nginx drops the header on the internal redirect; the store never sees it).
+    response.headers["X-Photo-Sync-Store"] = str(g.store_id)
     response.set_etag(etag)
     return response
 

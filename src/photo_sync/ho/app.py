@@ -65,6 +65,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.update(
         JWT_SECRET=settings.jwt_secret,
         TOKEN_TTL=settings.token_ttl,
+        TOKEN_LEEWAY=settings.token_leeway,
         PUBLIC_IMAGE_BASE=settings.public_image_base,
         MAX_DOWNLOADS_PER_STORE=settings.max_downloads_per_store,
         PRESIGNED_DOWNLOADS=settings.presigned_downloads,

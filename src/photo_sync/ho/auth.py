@@ -50,13 +50,16 @@ def decode_token() -> tuple[uuid.UUID, object]:
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("missing bearer token: POST /api/v1/auth/token/ first")
     key = (current_app.config["JWT_SECRET"], token)
+    # Another API host may have issued the token with a clock a little ahead (iat in our
+    # future) or behind (exp just passed): within the leeway both are fine.
+    leeway = current_app.config.get("TOKEN_LEEWAY", 0)
     hit = _VERIFIED.get(key)
-    if hit is not None and hit[2] > time.time():
+    if hit is not None and hit[2] + leeway > time.time():
         return hit[0], hit[1]
     try:
         claims = jwt.decode(
             token, key[0], algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
-            options={"require": ["exp", "iat", "sub", "iss", "aud"]})
+            leeway=leeway, options={"require": ["exp", "iat", "sub", "iss", "aud"]})
     except jwt.ExpiredSignatureError:
         _VERIFIED.pop(key, None)
         raise _unauthorized("token expired: request a new one") from None

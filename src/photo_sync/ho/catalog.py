@@ -86,7 +86,8 @@ DDL = [
         PRIMARY KEY (store_id, photo_id))""",
     """CREATE INDEX IF NOT EXISTS photo_sync_status_status_idx
         ON photo_sync_status (store_id, status)""",
-    # Failed token requests, per store id and per client address (see record_auth_failure):
+    # Failed token requests, per (store id, client address) and per client address (see
+    # record_auth_failure; never per store id alone: ids are not secrets):
     # in the catalog so the limit holds across gunicorn workers and API hosts.
     """CREATE TABLE IF NOT EXISTS auth_failure (
         key text NOT NULL,
@@ -296,30 +297,58 @@ def mark_deleted(conn: psycopg.Connection, photo_id: uuid.UUID) -> dict | None:
 
 # Stores ---------------------------------------------------------------------------------
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+# Store secrets are 32 random bytes (`new_secret`; `store set` takes at least 16 characters
+# an operator generates): guessing one is 2^256 work whatever the hash, so stretching (the
+# scrypt HO used before, ~16 MiB per check) buys nothing and lets a storm of token requests
+# exhaust the API's memory. A keyed SHA-256 with a per-store random salt, compared in
+# constant time, is enough for a secret of that entropy.
+SECRET_HASH_SCHEME = "hmac-sha256"
+# Verified (never written) so that hashes from before issue 19 keep working until the
+# store's next token replaces them (`needs_rehash`).
+_LEGACY_SCRYPT = "scrypt"
 
 
 def hash_secret(secret: str) -> str:
-    """The scrypt hash of a store secret, as stored in `sync_store.secret_hash`."""
+    """A store secret's hash as stored in `sync_store.secret_hash`:
+    `hmac-sha256$<salt hex>$<HMAC-SHA256(salt, secret) hex>`."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+    digest = hmac.new(salt, secret.encode(), hashlib.sha256).hexdigest()
+    return f"{SECRET_HASH_SCHEME}${salt.hex()}${digest}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:
-    """Whether `secret` matches a stored scrypt hash (constant-time comparison)."""
+    """Whether `secret` matches a stored hash (constant-time comparison); old scrypt hashes
+    are still checked."""
     try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
+        scheme, *fields = stored.split("$")
+        if scheme == SECRET_HASH_SCHEME and len(fields) == 2:
+            salt, digest = fields
+            candidate = hmac.new(bytes.fromhex(salt), secret.encode(), hashlib.sha256).hexdigest()
+        elif scheme == _LEGACY_SCRYPT and len(fields) == 5:
+            n, r, p, salt, digest = fields
+            candidate = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), dklen=32,
+                                       n=int(n), r=int(r), p=int(p)).hex()
+        else:
             return False
-        candidate = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), dklen=32,
-                                   n=int(n), r=int(r), p=int(p))
     except (ValueError, TypeError):
         return False
-    return hmac.compare_digest(candidate.hex(), digest)
+    return hmac.compare_digest(candidate, digest)
 
 
-# Checked against when the store is unknown, so that an unknown id costs the same scrypt
+def needs_rehash(stored: str) -> bool:
+    """Whether a stored hash is in an old format, to be replaced once the secret is proven."""
+    return not stored.startswith(SECRET_HASH_SCHEME + "$")
+
+
+def upgrade_secret_hash(conn: psycopg.Connection, store_id: uuid.UUID, old_hash: str,
+                        secret: str) -> None:
+    """Replace a store's old-format hash with `hash_secret(secret)` (the secret was just
+    verified against `old_hash`); tokens stay valid, and a rotation meanwhile wins."""
+    conn.execute("UPDATE sync_store SET secret_hash = %s WHERE id = %s AND secret_hash = %s",
+                 (hash_secret(secret), store_id, old_hash))
+
+
+# Checked against when the store is unknown, so that an unknown id costs the same hash
 # work as a known one and its answer time tells nothing about which ids exist.
 DUMMY_SECRET_HASH = hash_secret(secrets.token_urlsafe(32))
 
@@ -450,7 +479,7 @@ def store_statuses(conn: psycopg.Connection, store_id: uuid.UUID) -> dict[str, d
 def auth_blocked(conn: psycopg.Connection, limits: dict[str, int], window: int) -> int:
     """Seconds until the most limited key may try again (0: none is over its limit).
 
-    `limits` maps a key ('store:<uuid>', 'addr:<ip>') to the failures it may have in
+    `limits` maps a key ('store:<uuid>@<ip>', 'addr:<ip>') to the failures it may have in
     the last `window` seconds (a sliding window)."""
     rows = conn.execute(
         "SELECT key, count(*) AS n, "
@@ -474,5 +503,6 @@ def record_auth_failure(conn: psycopg.Connection, keys: list[str], window: int) 
 
 
 def clear_auth_failures(conn: psycopg.Connection, key: str) -> None:
-    """Forget a key's failures (a store that proved its secret starts afresh)."""
+    """Forget a key's failures (a store that proved its secret from an address starts
+    afresh there)."""
     conn.execute("DELETE FROM auth_failure WHERE key = %s", (key,))

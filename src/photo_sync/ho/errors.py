@@ -9,7 +9,7 @@ import psycopg_pool
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from photo_sync.errors import DatabaseUnavailable, StorageUnavailable
+from photo_sync.errors import DatabaseUnavailable, StorageRefused, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,16 @@ def init_app(app: Flask) -> None:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
 
+    # Before StorageUnavailable (its base): S3 answered, so "not answering" would mislead,
+    # and the bytes may be there, so it is no object_missing either.
+    @app.errorhandler(StorageRefused)
+    def _storage_refused(exc: StorageRefused):
+        log.error("storage refused HO's request: %s", exc)
+        return error_response(503, "storage_refused",
+                              f"the photo store (S3) refused HO's request ({exc.code}: HO's S3 "
+                              "key or clock); HO's operators must fix it; retry later",
+                              {"Retry-After": "30"})
+
     @app.errorhandler(StorageUnavailable)
     def _storage_down(exc: StorageUnavailable):
         log.warning("storage unavailable: %s", exc)
@@ -64,6 +74,16 @@ def init_app(app: Flask) -> None:
         return error_response(503, "catalog_busy",
                               "the HO catalog database is busy (a lock or a long statement "
                               "held this request); retry later", {"Retry-After": "5"})
+
+    # A standby or a catalog set read-only: reads keep working, writes wait for the primary.
+    @app.errorhandler(psycopg.errors.ReadOnlySqlTransaction)
+    def _catalog_read_only(exc: Exception):
+        log.warning("catalog is read-only: %s", str(exc).strip().splitlines()[0] if str(exc)
+                    else type(exc).__name__)
+        return error_response(503, "catalog_read_only",
+                              "the HO catalog database is read-only right now (a standby, or "
+                              "set read-only for maintenance); reads work, this write does "
+                              "not: retry later", {"Retry-After": "30"})
 
     # New code on an old catalog (init-db not yet run by the rollout): say what to run.
     @app.errorhandler(psycopg.errors.UndefinedTable)

@@ -9,8 +9,10 @@ Whatever lands in the import folder reaches every store, so only regular
 image files are taken: symbolic links (to files or folders) are never
 followed, and a file is opened with O_NOFOLLOW and checked again after it is
 open, so a link swapped in after the scan is refused too; the bytes must be
-JPEG, PNG, WebP or GIF by their magic number, whatever the name says; and a
-file over PHOTO_SYNC_HO_MAX_PHOTO_BYTES (the edge's cap) is not read. Every
+JPEG, PNG, WebP or GIF by their magic number, whatever the name says; a name
+must be UTF-8 without control characters (every other name syncs, through the
+gateway too); and a file over PHOTO_SYNC_HO_MAX_PHOTO_BYTES (the edge's cap)
+is not read. Every
 file left out is named in the summary with the reason.
 """
 
@@ -133,6 +135,20 @@ def read_image(path: Path, max_bytes: int = MAX_PHOTO_BYTES,
     return data, content_type
 
 
+def _check_name(name: str) -> None:
+    """`Skipped` for a file name the catalog and the stores cannot carry as it is."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        # os.walk hands undecodable bytes over as surrogates; PostgreSQL and JSON take UTF-8.
+        raise Skipped("the file name is not valid UTF-8 (written by a system with another "
+                      "encoding?): rename it in UTF-8") from None
+    if any(ord(char) < 0x20 or 0x7f <= ord(char) <= 0x9f for char in name):
+        # A newline in the object key breaks the gateway's X-Accel-Redirect match: the store
+        # was answered 404, took the photo for deleted at HO, and never reported it.
+        raise Skipped("the file name holds a control character (newline, tab, ...): rename it")
+
+
 def scan_directory(directory: Path, max_bytes: int = MAX_PHOTO_BYTES,
                    skipped: list[dict] | None = None) -> list[Path]:
     """The regular image files below `directory`, sorted; each other entry goes to `skipped`
@@ -154,6 +170,7 @@ def scan_directory(directory: Path, max_bytes: int = MAX_PHOTO_BYTES,
                     raise Skipped(SYMLINK)
                 if not stat.S_ISREG(info.st_mode):
                     raise Skipped("not a regular file")
+                _check_name(name)
                 if path.suffix.lower() not in IMAGE_SUFFIXES:
                     raise Skipped("not an image file name (" + ", ".join(sorted(IMAGE_SUFFIXES))
                                 + ")")

@@ -60,6 +60,8 @@ class HOSettings:
     s3_region: str = "us-east-1"
     jwt_secret: str = ""
     token_ttl: int = setting(3600, minimum=60)
+    # Seconds of clock difference between API hosts a token's iat and exp may show.
+    token_leeway: int = setting(30, minimum=0)
     public_image_base: str = ""
     max_downloads_per_store: int = setting(16, minimum=1)
     presigned_downloads: bool = False

@@ -19,9 +19,10 @@ from minio import Minio
 from minio.error import S3Error
 
 # The one error model: kept importable from here for the callers that always did.
-from photo_sync.errors import StorageUnavailable
+from photo_sync.errors import StorageRefused, StorageUnavailable
 
-__all__ = ["CHUNK_SIZE", "ObjectMissing", "ObjectStream", "Storage", "StorageUnavailable"]
+__all__ = ["CHUNK_SIZE", "ObjectMissing", "ObjectStream", "Storage", "StorageRefused",
+           "StorageUnavailable"]
 
 CHUNK_SIZE = 256 * 1024
 _CHECK = ("check PHOTO_SYNC_HO_S3_ENDPOINT, _S3_ACCESS_KEY, _S3_SECRET_KEY and _S3_BUCKET "
@@ -34,6 +35,23 @@ class ObjectMissing(Exception):
 
 def _is_missing(exc: S3Error) -> bool:
     return exc.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
+
+
+# S3 codes (and HTTP statuses, for answers without a body, e.g. to HEAD) that mean "S3 will
+# not do this for HO": the object may be there; retrying after the cause is fixed works.
+_REFUSED_CODES = {"AccessDenied", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                  "RequestTimeTooSkewed", "ExpiredToken", "InvalidToken", "TokenRefreshRequired",
+                  "AuthorizationHeaderMalformed", "AccountProblem"}
+
+
+def _refusal(exc: S3Error, endpoint: str, doing: str) -> StorageRefused | None:
+    """A StorageRefused naming the cause when `exc` is S3 refusing HO, else None."""
+    status = getattr(exc.response, "status", None)
+    if exc.code not in _REFUSED_CODES and status not in (401, 403):
+        return None
+    return StorageRefused(f"S3 at {endpoint} refused {doing} ({exc.code or status}): check "
+                          "PHOTO_SYNC_HO_S3_ACCESS_KEY and _S3_SECRET_KEY (rotated?) and that "
+                          "HO's clock is within minutes of S3's", exc.code or str(status))
 
 
 def _endpoint_and_scheme(endpoint: str, secure: bool) -> tuple[str, bool]:
@@ -208,7 +226,12 @@ class Storage:
         try:
             if not self._client.bucket_exists(self.bucket):
                 raise StorageUnavailable(f"bucket {self.bucket} does not exist")
-        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
+        except S3Error as exc:
+            refused = _refusal(exc, self.endpoint, f"to read bucket {self.bucket}")
+            if refused:
+                raise refused from exc
+            raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
 
     def open(self, object_key: str) -> tuple[int, "ObjectStream"]:
@@ -218,6 +241,9 @@ class Storage:
         except S3Error as exc:
             if _is_missing(exc):
                 raise ObjectMissing(object_key) from exc
+            refused = _refusal(exc, self.endpoint, f"GET {object_key}")
+            if refused:
+                raise refused from exc
             raise StorageUnavailable(f"S3 GET {object_key}: {exc.code}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StorageUnavailable(f"S3 at {self.endpoint}: {exc}") from exc
