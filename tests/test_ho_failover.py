@@ -39,15 +39,22 @@ def pair(bed_root):
     catalog.stop()
 
 
+def start_ho(name: str, env: dict, root, photos) -> HOStack:
+    """An HO on the given catalog and S3 (conftest's ho_stack only knows the session's
+    single ones), its catalog made and `photos` imported, gunicorn up."""
+    root.mkdir()
+    stack = HOStack(name, env, testbed.HOServer(root, env, workers=2, threads=4), root)
+    stack.cli("init-db")
+    stack.import_dir(photos)
+    stack.server.start()
+    return stack
+
+
 @pytest.fixture(scope="module")
 def ho(pair, s3, bed_root, photo_factory):
     env = testbed.ho_environment(pair.create_db("ho_failover"), s3, bucket="photos-failover")
-    root = bed_root / "ho_failover"
-    root.mkdir()
-    stack = HOStack("failover", env, testbed.HOServer(root, env, workers=2, threads=4), root)
-    stack.cli("init-db")
-    stack.import_dir(photo_factory(COUNT, seed=41, **SMALL))
-    stack.server.start()
+    stack = start_ho("failover", env, bed_root / "ho_failover",
+                     photo_factory(COUNT, seed=41, **SMALL))
     yield stack
     stack.server.stop()
 

@@ -8,11 +8,17 @@ break them (kill a primary, promote a standby, SIGKILL a volume server).
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import secrets
+import signal
+import subprocess
+import time
 from pathlib import Path
 
-from support.testbed import PostgresCluster, wait_for
+from support.testbed import (PostgresCluster, TestbedError, free_port, wait_for,
+                             weed_binary)
 
 
 class CatalogPair:
@@ -92,3 +98,100 @@ class CatalogPair:
 
     close = stop
 
+
+class SeaweedCluster:
+    """`weed master` + `volumes` x `weed volume` + `weed filer -s3`, each its own process,
+    with every volume written to `replication` (SeaweedFS's xyz code: "001" is one more
+    copy on another server of the same rack). Same credentials shape as SeaweedS3."""
+
+    def __init__(self, root: Path, volumes: int = 3, replication: str = "001"):
+        self.root = Path(root)
+        self.volume_count = volumes
+        self.replication = replication
+        self.access_key = "testkey" + secrets.token_hex(4)
+        self.secret_key = secrets.token_hex(16)
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> None:
+        # Each server keeps its sockets and temp files in its own folder, and the gRPC
+        # port is the HTTP port + 10000 (SeaweedFS's default), which free_port reserved.
+        folder = self.root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            [weed_binary(), *args], stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "TMPDIR": str(folder)}, start_new_session=True)
+        log.close()
+
+    def start(self) -> "SeaweedCluster":
+        self.root.mkdir(parents=True, exist_ok=True)
+        config = self.root / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "admin",
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+        config.chmod(0o600)
+        loopback = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1")
+        master = free_port(also_free=(10000,))
+        self._spawn("master", "master", *loopback, f"-port={master}",
+                    f"-mdir={self.root / 'master'}", f"-defaultReplication={self.replication}",
+                    "-volumeSizeLimitMB=32", "-telemetry=false", "-peers=none")
+        for index in range(self.volume_count):
+            name = f"volume{index}"
+            self._spawn(name, "volume", *loopback, f"-port={free_port(also_free=(10000,))}",
+                        f"-dir={self.root / name}", f"-mserver=127.0.0.1:{master}", "-max=8")
+        self.port = free_port(also_free=(10000,))
+        filer = self.root / "filer"
+        self._spawn("filer", "filer", *loopback, f"-port={free_port(also_free=(10000,))}",
+                    f"-master=127.0.0.1:{master}", "-s3", f"-s3.port={self.port}",
+                    f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                    f"-s3.localSocket={filer}/s3.sock", f"-localSocket={filer}/filer.sock",
+                    f"-defaultStoreDir={filer}")
+        wait_for(self._ready, 90, f"SeaweedFS cluster S3 on {self.endpoint}", interval=0.3)
+        return self
+
+    def _ready(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise TestbedError(f"weed {name} exited: see {self.root / (name + '.log')}")
+        import io
+
+        from minio import Minio
+        client = Minio(self.endpoint, self.access_key, self.secret_key, secure=False,
+                       region="us-east-1")
+        # A write proves the master found enough volume servers for the replication.
+        if not client.bucket_exists("probe"):
+            client.make_bucket("probe")
+        client.put_object("probe", "probe", io.BytesIO(b"x"), 1)
+        return True
+
+    def busiest_volume_server(self) -> str:
+        """The volume server holding the most bytes (the one whose loss hurts most)."""
+        def held(name: str) -> int:
+            return sum(p.stat().st_size for p in (self.root / name).glob("*.dat"))
+        return max((n for n in self.processes if n.startswith("volume")), key=held)
+
+    def kill(self, name: str) -> None:
+        """The host dies: SIGKILL, no goodbye to the master."""
+        process = self.processes[name]
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5  # throwaway data: no need to wait for a clean exit
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+
+    close = stop
