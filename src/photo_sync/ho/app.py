@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from photo_sync import db
 from photo_sync.ho import api, errors
 from photo_sync.ho.settings import HOSettings
 from photo_sync.ho.storage import Storage
@@ -26,10 +27,15 @@ class PhotoSyncExtension:
         # Opened without waiting: the API starts (and reports health) while the
         # catalog is still down; requests that need it get a 503. Every session sets
         # statement_timeout and lock_timeout, so a stuck lock is a 503, not a hung thread.
+        # A connection to a dead or read-only host fails the check and is replaced by one
+        # to whichever host of a multi-host URL is primary now (photo_sync.db). A request
+        # waits at most `timeout` for one: with no primary it is a 503 within 5 s, sooner
+        # than a store's request timeout.
         self.pool = ConnectionPool(
             settings.database_url, min_size=1, max_size=pool_size, open=False,
             kwargs={**settings.connect_kwargs(), "row_factory": dict_row, "autocommit": True},
-            check=ConnectionPool.check_connection, timeout=10, name="ho-catalog")
+            check=db.check_writable, reconnect_timeout=db.RECONNECT_TIMEOUT, timeout=5,
+            name="ho-catalog")
         self.pool.open(wait=False)
         self.storage = Storage.from_settings(settings)
         self.inflight = InflightCounter()
