@@ -58,6 +58,13 @@ def database_error(exc: psycopg.Error, lock_timeout: float | None = None) -> Dat
         return DatabaseUnavailable(
             f"a statement on the store database ran into its time limit ({db.first_line(exc)})"
             ": check the database's load and locks, then run again")
+    if isinstance(exc, psycopg.errors.DiskFull):
+        # Not a connection problem: "check the URL" would send the operator the wrong way.
+        return DatabaseUnavailable(
+            f"the store database ran out of disk space ({db.first_line(exc)}); the batch in "
+            "progress was not written and every photo keeps the bytes it had: free space on "
+            "the file system that holds the database (or the photo table's tablespace), or "
+            "grow it, then run again")
     return db.unavailable(exc, SETTING)
 
 
