@@ -12,12 +12,18 @@ database's file system fills mid-sync, and when the store's clock is off HO's.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from conftest import assert_edge_matches_ho, assert_no_bad_bytes, ho_live_photos
+from photo_sync.edge import cli
+from photo_sync.edge.client import HOClient
 from support import disks, testbed
 
 
@@ -120,3 +126,66 @@ def test_disk_full_mid_sync_fails_cleanly_and_the_next_run_completes(
         assert summary["status"] == "ok"
         assert_edge_matches_ho(edge, ho)
         assert _metrics(metrics_file)['photo_sync_last_run_success{mode="full"}'] == 1
+
+
+# Clock skew ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_token_ho(ho_stack, photo_factory):
+    """An HO whose tokens live 5 minutes: shorter than the skew, so an agent that judged
+    HO's `exp` by its own clock would see every token expired (store ahead) or keep one
+    past its end (store behind)."""
+    ho = ho_stack("skew", extra_env={"PHOTO_SYNC_HO_TOKEN_TTL": "300"})
+    ho.import_dir(photo_factory(3, seed=71, min_kb=20, max_kb=40, mean_kb=30))
+    return ho
+
+
+def _claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+@pytest.mark.parametrize("skew", [600, -600], ids=["store-10min-ahead", "store-10min-behind"])
+def test_store_clock_off_by_ten_minutes_still_pulls_and_reports(
+        short_token_ho, make_edge, monkeypatch, capsys, skew):
+    """The agent runs in this process with its clock `skew` seconds off HO's: a full pull
+    and a report succeed with one token each, the tokens are HO's short-lived ones, and HO
+    records the store's reports (stamped with the store's own clock)."""
+    ho = short_token_ho
+    edge = make_edge(ho)
+    for key, value in edge.env.items():
+        monkeypatch.setenv(key, value)
+    tokens: list[str] = []
+    real_authenticate = HOClient.authenticate
+
+    def counting(client):
+        real_authenticate(client)
+        tokens.append(client._token)
+
+    monkeypatch.setattr(HOClient, "authenticate", counting)
+    disks.skew_clock(monkeypatch, skew)
+    store_now = time.time()
+
+    assert cli.main(["pull", "--mode", "full", "--json", "--no-report"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "ok" and summary["downloaded"] == 3, summary
+    assert cli.main(["report", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"reported": 3, "pending": 0, "changed": True}, report
+    monkeypatch.undo()
+
+    assert_edge_matches_ho(edge, ho)
+    # One token per command: none was thrown away as "expired" by the store's clock.
+    assert len(tokens) == 2, tokens
+    for token in tokens:
+        claims = _claims(token)
+        assert claims["exp"] - claims["iat"] == 300, claims
+        # Issued by HO's clock, not the store's.
+        assert abs(claims["iat"] - (store_now - skew)) < 120, (claims, skew)
+    with ho.catalog() as conn:
+        rows = conn.execute("SELECT status, synced_at FROM photo_sync_status "
+                            "WHERE store_id = %s", (edge.store_id,)).fetchall()
+    assert [r["status"] for r in rows] == ["synced"] * 3
+    # The store's clock is the one in its reports: the skew really was in effect.
+    for row in rows:
+        assert abs(row["synced_at"].timestamp() - store_now) < 120, (row, skew)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -37,6 +38,12 @@ STALE_RUN_ERROR = "the run stopped without finishing (crash, kill or reboot)"
 SETTING = "PHOTO_SYNC_EDGE_DATABASE_URL"
 
 log = logging.getLogger(__name__)
+
+
+def _now() -> dt.datetime:
+    """The agent's clock for the times it reports (`synced_at`): `time.time()`, the one wall
+    clock the agent reads (the metrics too), so a test can run it off HO's."""
+    return dt.datetime.fromtimestamp(time.time(), dt.timezone.utc)
 
 
 def _ts(value):
@@ -196,7 +203,7 @@ class EdgeStore:
 
     def write_photos(self, items: list[tuple[dict, "object"]]) -> None:
         """Upsert verified photos with their bytes; queue 'synced' reports."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = _now()
         with self.conn.cursor() as cur:
             cur.executemany(self._upsert, [
                 (p["id"], p["product_id"], p["object_key"], p["filename"], len(d.data),
@@ -209,7 +216,7 @@ class EdgeStore:
 
     def update_metadata(self, photos: list[dict]) -> None:
         """Same bytes, new metadata: rewrite the row's metadata; queue 'synced' reports."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = _now()
         with self.conn.cursor() as cur:
             cur.executemany(self._update_meta, [
                 (p["product_id"], p["object_key"], p["filename"], p["size"], p["content_type"],
