@@ -34,6 +34,7 @@ from photo_sync.errors import DatabaseUnavailable, LockHeld, SchemaMissing
 
 LOCK_KEY_SQL = "hashtext('photo_sync_edge_run')"
 CURSOR_KEY = "cursor"
+EPOCH_KEY = "feed_epoch"  # which HO catalog the cursor belongs to (HO's feed `epoch`)
 STALE_RUN_ERROR = "the run stopped without finishing (crash, kill or reboot)"
 SETTING = "PHOTO_SYNC_EDGE_DATABASE_URL"
 
@@ -287,11 +288,15 @@ class EdgeStore:
                 "synced_at = EXCLUDED.synced_at, error = EXCLUDED.error, "
                 "queued_at = clock_timestamp()", rows)
 
-    def set_cursor(self, cursor: str) -> None:
-        """Store the feed cursor; it commits with the page it stands after."""
-        self.conn.execute(
-            "INSERT INTO photo_sync_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
-            "UPDATE SET value = EXCLUDED.value, updated_at = now()", (CURSOR_KEY, cursor))
+    def set_cursor(self, cursor: str, epoch: str | None = None) -> None:
+        """Store the feed cursor (and the epoch of the catalog it belongs to, when HO sent
+        one); it commits with the page it stands after."""
+        for key, value in ((CURSOR_KEY, cursor), (EPOCH_KEY, epoch)):
+            if value is not None:
+                self.conn.execute(
+                    "INSERT INTO photo_sync_state (key, value) VALUES (%s, %s) ON CONFLICT "
+                    "(key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                    (key, value))
 
     def commit(self) -> None:
         """Commit the writes so far; in a dry run, keep them in the open transaction (the
@@ -307,8 +312,15 @@ class EdgeStore:
 
     def get_cursor(self) -> str | None:
         """The stored feed cursor, or None before the first complete page."""
+        return self._state(CURSOR_KEY)
+
+    def get_epoch(self) -> str | None:
+        """The epoch of the HO catalog the stored cursor belongs to (None: not known)."""
+        return self._state(EPOCH_KEY)
+
+    def _state(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM photo_sync_state WHERE key = %s",
-                                (CURSOR_KEY,)).fetchone()
+                                (key,)).fetchone()
         self._end_read()
         return row["value"] if row else None
 
