@@ -398,7 +398,8 @@ def dump_photo(photo: dict) -> dict:
 
 def parse_page(body) -> dict:
     """A feed page's envelope checked: `photos` (raw items, each for parse_photo), `has_more`,
-    `next_cursor`, `total`, `next_offset`; InvalidPage naming what is wrong."""
+    `next_cursor`, `total`, `next_offset`, and `head_cursor` and `epoch` when HO sent them
+    (older HOs do not); InvalidPage naming what is wrong."""
     if not isinstance(body, dict):
         raise InvalidPage(f"the page is a JSON {type(body).__name__}, not an object")
     photos = body.get("photos")
@@ -413,9 +414,16 @@ def parse_page(body) -> dict:
         next_offset = body.get("next_offset")
         next_offset = None if next_offset is None else _int(next_offset, "next_offset", 0,
                                                             2**63 - 1)
+        head_cursor = _text(body.get("head_cursor"), "head_cursor", 64, optional=True,
+                            empty=False)
+        epoch = _text(body.get("epoch"), "epoch", 200, optional=True, empty=False)
     except ValueError as exc:
         raise InvalidPage(str(exc)) from None
     if has_more and next_cursor is None:
         raise InvalidPage("has_more is true but next_cursor is missing")
-    return {"photos": photos, "has_more": has_more, "next_cursor": next_cursor,
+    page = {"photos": photos, "has_more": has_more, "next_cursor": next_cursor,
             "total": total, "next_offset": next_offset}
+    for name, value in (("head_cursor", head_cursor), ("epoch", epoch)):
+        if value is not None:
+            page[name] = value
+    return page

@@ -2,7 +2,10 @@
 
 - `incremental` continues the feed from the stored cursor; `full` walks the
   whole catalog and also removes photos HO no longer lists. A store with no
-  cursor yet runs a full walk.
+  cursor yet runs a full walk, and so does one whose cursor HO's history no
+  longer holds (HO's catalog restored: the cursor is beyond HO's `head_cursor`,
+  or HO's `epoch` is not the one stored with the cursor); photos whose checksum
+  and metadata match are not downloaded again.
 - Every feed item is checked by `protocol.parse_photo` before anything is
   planned from it: an item that does not validate fails alone (counted, named
   in the summary, reported to HO as `failed` when its id is a UUID), and the
@@ -154,6 +157,7 @@ class SyncRun:
         self._tombstones: dict[uuid.UUID, int] = {}  # held photos HO deleted -> their version
         self._hold_cursor = False
         self._cursor: str | None = None  # the walk's newest cursor
+        self._epoch: str | None = None  # the epoch of HO's catalog the walk reads (if sent)
         self._would_download: set[uuid.UUID] = set()  # dry run: what it counted as downloaded
         self._held_at_start = 0
         self._last_progress = 0.0
@@ -265,7 +269,15 @@ class SyncRun:
         # A walk from the start (a full sync) begins with a small page; an incremental one
         # continues with pages of the usual size (usually one page holds all it needs).
         page = self._list(cursor, first=cursor is None)
+        why = self._feed_went_back(cursor, page) if cursor is not None else None
+        if why:
+            log.warning("%s: HO's catalog was restored or replaced, so the cursor no longer "
+                        "continues its feed; walking the whole catalog (photos whose version "
+                        "and checksum match are not downloaded again)", why)
+            cursor, self._walked_from_start = None, True
+            page = self._list(None, first=True)
         while True:
+            self._epoch = page.get("epoch") or self._epoch
             next_cursor = page["next_cursor"]
             # Fetch the next page while this one downloads.
             upcoming: Future | None = None
@@ -280,6 +292,22 @@ class SyncRun:
                 break
             cursor = next_cursor
             page = upcoming.result()
+
+    def _feed_went_back(self, cursor: str, page: dict) -> str | None:
+        """Why HO's feed no longer continues the stored cursor, or None when it does (or HO
+        sends neither `epoch` nor `head_cursor`). After a restore of HO's catalog its change
+        sequence goes back: the cursor stands beyond HO's newest change, or (restored into
+        a new database or cluster) the catalog's epoch differs from the one stored."""
+        held, epoch = self.store.get_epoch(), page.get("epoch")
+        if held and epoch and held != epoch:
+            return f"HO's catalog epoch changed from {held} to {epoch}"
+        head = page.get("head_cursor")
+        try:
+            if head and protocol.decode_cursor(cursor) > protocol.decode_cursor(head):
+                return "the stored cursor is beyond the newest change in HO's feed"
+        except ValueError:  # not cursors this agent can read: HO's cursor stays opaque
+            return None
+        return None
 
     def _parse(self, items: list) -> list[dict]:
         """The page's items that validate; each one that does not fails alone."""
@@ -340,7 +368,7 @@ class SyncRun:
         if cursor is not None:
             self._cursor = cursor
             if not self._hold_cursor:
-                self.store.set_cursor(cursor)
+                self.store.set_cursor(cursor, self._epoch)
         self.store.commit()
         self._report_progress()
 
@@ -507,7 +535,7 @@ class SyncRun:
             self.summary.deleted += len(gone)
             self._note_ids("delete", gone)
         if self._hold_cursor and self._cursor is not None:
-            self.store.set_cursor(self._cursor)
+            self.store.set_cursor(self._cursor, self._epoch)
         self.store.commit()
 
     def _guard(self, count: int, tombstoned: int, unlisted: int) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -33,10 +34,17 @@ from photo_sync.errors import DatabaseUnavailable, LockHeld, SchemaMissing
 
 LOCK_KEY_SQL = "hashtext('photo_sync_edge_run')"
 CURSOR_KEY = "cursor"
+EPOCH_KEY = "feed_epoch"  # which HO catalog the cursor belongs to (HO's feed `epoch`)
 STALE_RUN_ERROR = "the run stopped without finishing (crash, kill or reboot)"
 SETTING = "PHOTO_SYNC_EDGE_DATABASE_URL"
 
 log = logging.getLogger(__name__)
+
+
+def _now() -> dt.datetime:
+    """The agent's clock for the times it reports (`synced_at`): `time.time()`, the one wall
+    clock the agent reads (the metrics too), so a test can run it off HO's."""
+    return dt.datetime.fromtimestamp(time.time(), dt.timezone.utc)
 
 
 def _ts(value):
@@ -58,6 +66,13 @@ def database_error(exc: psycopg.Error, lock_timeout: float | None = None) -> Dat
         return DatabaseUnavailable(
             f"a statement on the store database ran into its time limit ({db.first_line(exc)})"
             ": check the database's load and locks, then run again")
+    if isinstance(exc, psycopg.errors.DiskFull):
+        # Not a connection problem: "check the URL" would send the operator the wrong way.
+        return DatabaseUnavailable(
+            f"the store database ran out of disk space ({db.first_line(exc)}); the batch in "
+            "progress was not written and every photo keeps the bytes it had: free space on "
+            "the file system that holds the database (or the photo table's tablespace), or "
+            "grow it, then run again")
     return db.unavailable(exc, SETTING)
 
 
@@ -206,7 +221,7 @@ class EdgeStore:
 
     def write_photos(self, items: list[tuple[dict, "object"]]) -> None:
         """Upsert verified photos with their bytes; queue 'synced' reports."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = _now()
         with self.conn.cursor() as cur:
             # What describes the bytes comes from the verified download.
             cur.executemany(self._upsert, [
@@ -220,7 +235,7 @@ class EdgeStore:
 
     def update_metadata(self, photos: list[dict]) -> None:
         """Same bytes, new metadata: rewrite the row's metadata; queue 'synced' reports."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = _now()
         with self.conn.cursor() as cur:
             cur.executemany(self._update_meta, [_edge_row(p) for p in photos])
             self._queue(cur, [(p["id"], p["version"], protocol.STATUS_SYNCED, now, None)
@@ -285,11 +300,15 @@ class EdgeStore:
                 "synced_at = EXCLUDED.synced_at, error = EXCLUDED.error, "
                 "queued_at = clock_timestamp()", rows)
 
-    def set_cursor(self, cursor: str) -> None:
-        """Store the feed cursor; it commits with the page it stands after."""
-        self.conn.execute(
-            "INSERT INTO photo_sync_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO "
-            "UPDATE SET value = EXCLUDED.value, updated_at = now()", (CURSOR_KEY, cursor))
+    def set_cursor(self, cursor: str, epoch: str | None = None) -> None:
+        """Store the feed cursor (and the epoch of the catalog it belongs to, when HO sent
+        one); it commits with the page it stands after."""
+        for key, value in ((CURSOR_KEY, cursor), (EPOCH_KEY, epoch)):
+            if value is not None:
+                self.conn.execute(
+                    "INSERT INTO photo_sync_state (key, value) VALUES (%s, %s) ON CONFLICT "
+                    "(key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                    (key, value))
 
     def commit(self) -> None:
         """Commit the writes so far; in a dry run, keep them in the open transaction (the
@@ -305,8 +324,15 @@ class EdgeStore:
 
     def get_cursor(self) -> str | None:
         """The stored feed cursor, or None before the first complete page."""
+        return self._state(CURSOR_KEY)
+
+    def get_epoch(self) -> str | None:
+        """The epoch of the HO catalog the stored cursor belongs to (None: not known)."""
+        return self._state(EPOCH_KEY)
+
+    def _state(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM photo_sync_state WHERE key = %s",
-                                (CURSOR_KEY,)).fetchone()
+                                (key,)).fetchone()
         self._end_read()
         return row["value"] if row else None
 

@@ -233,6 +233,10 @@ def list_photos():
         has_more=page.has_more,
         next_offset=page.next_offset,
         next_cursor=protocol.encode_cursor(page.next_seq),
+        # Optional (older agents ignore them): where the feed ends and which catalog it
+        # is, so a store notices HO's history going back (a restore) under its cursor.
+        head_cursor=None if page.head is None else protocol.encode_cursor(page.head),
+        epoch=page.epoch,
     )
 
 

@@ -175,6 +175,22 @@ class Page:
     has_more: bool
     next_offset: int | None
     next_seq: int
+    # The newest change in the catalog, and which catalog this is (see FEED_EPOCH_SQL):
+    # a store whose cursor is beyond `head`, or that last read another epoch, reads a
+    # catalog whose history went back (a restore) and must walk it whole.
+    head: int | None = None
+    epoch: str | None = None
+
+
+# What a restore changes although the data comes back: the cluster (system identifier),
+# the database (its OID, new when a dump is restored into a new database) and the
+# timeline (new after a point-in-time recovery). A restore in place from a dump keeps all
+# three; its sequence goes back, which the stores see as a cursor beyond `head`.
+FEED_EPOCH_SQL = (
+    "SELECT (SELECT system_identifier FROM pg_control_system())::text || '-' || "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::text || '-' || "
+    "(SELECT timeline_id FROM pg_control_checkpoint())::text AS epoch, "
+    "(SELECT coalesce(max(change_seq), 0) FROM product_photo) AS head")
 
 
 def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None = None,
@@ -189,6 +205,8 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
     with conn.transaction(), conn.cursor() as cur:
         # One snapshot for the page, its total and the high-water mark.
         cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur.execute(FEED_EPOCH_SQL)
+        mark = cur.fetchone()
         if after_seq is not None:
             cur.execute(sql.SQL("SELECT {} FROM product_photo WHERE change_seq > %s "
                                 "ORDER BY change_seq LIMIT %s").format(PHOTO_COLUMNS),
@@ -200,7 +218,7 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
             has_more = len(rows) > limit
             rows = rows[:limit]
             next_seq = rows[-1]["change_seq"] if rows else after_seq
-            return Page(rows, total, has_more, None, next_seq)
+            return Page(rows, total, has_more, None, next_seq, mark["head"], mark["epoch"])
 
         if since is None:
             where, params = "deleted_at IS NULL", ()
@@ -219,7 +237,8 @@ def list_changes(conn: psycopg.Connection, *, limit: int, after_seq: int | None 
         else:
             cur.execute("SELECT coalesce(max(change_seq), 0) AS n FROM product_photo")
             next_seq = cur.fetchone()["n"]
-        return Page(rows, total, has_more, offset + len(rows) if has_more else None, next_seq)
+        return Page(rows, total, has_more, offset + len(rows) if has_more else None, next_seq,
+                    mark["head"], mark["epoch"])
 
 
 def get_photo(conn: psycopg.Connection, photo_id: uuid.UUID) -> dict | None:
