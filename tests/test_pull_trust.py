@@ -130,3 +130,23 @@ def test_ansible_pull_runs_only_a_commit_signed_by_the_pinned_key(tmp_path, sign
         assert out.returncode != 0
         assert "Failed to verify GPG signature" in out.stdout + out.stderr
         assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bootstrap runs as root only")
+@pytest.mark.parametrize("url,says", [
+    ("git://git.example.invalid/p.git", "not git://"),
+    ("http://git.example.invalid/p.git", "not http://"),
+    ("https://deploy:hunter2@git.example.invalid/p.git", "carries a password"),
+    ("file:///srv/photo-sync.git", "set store_pull_allow_file_url: true"),
+])
+def test_the_bootstrap_refuses_an_unsafe_repository_url_before_it_installs_anything(
+        tmp_path, url, says):
+    settings = tmp_path / "pull-vars.yml"
+    settings.write_text(f"store_pull_repo_url: {url}\nstore_pull_kit_url: file:///nowhere\n"
+                        f"store_pull_kit_sha256: {'0' * 64}\n")
+    settings.chmod(0o600)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "store-pull-bootstrap.sh"),
+                          str(settings)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert says in out.stderr
+    assert "hunter2" not in out.stderr
