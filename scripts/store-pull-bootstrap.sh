@@ -37,6 +37,17 @@ kit_sha=$(setting store_pull_kit_sha256)
 [ -n "$repo" ] || die "set store_pull_repo_url in $settings"
 [ -n "$kit_url" ] || die "set store_pull_kit_url in $settings"
 [[ "$kit_sha" =~ ^[0-9a-f]{64}$ ]] || die "set store_pull_kit_sha256 in $settings (the kit's .sha256)"
+# As playbooks/tasks/pull_gate.yml: the repository is what this store runs as root.
+allow_file=$(setting store_pull_allow_file_url)
+case "$repo" in
+    *://*:*@*) die "store_pull_repo_url carries a password: use store_pull_ssh_key or a git credential helper" ;;
+    [Hh][Tt][Tt][Pp][Ss]://?* | [Ss][Ss][Hh]://?*) ;;
+    file:///*) [[ "$allow_file" =~ ^([Tt]rue|[Yy]es|1)$ ]] \
+        || die "store_pull_repo_url is file://: test-only, set store_pull_allow_file_url: true" ;;
+    *://*) die "store_pull_repo_url must be https://, ssh:// or git@host:path, not ${repo%%://*}://" ;;
+    [A-Za-z0-9._-]*@[A-Za-z0-9.-]*:?*) ;;
+    *) die "store_pull_repo_url must be https://, ssh:// or git@host:path" ;;
+esac
 
 if ! command -v git >/dev/null || ! python3 -c 'import ensurepip' 2>/dev/null; then
     apt-get update -qq
