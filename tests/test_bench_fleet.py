@@ -13,19 +13,20 @@ import pytest
 
 from conftest import ho_live_photos
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-sys.path.insert(0, str(BENCH))
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `bench` is a package at the repository root
 
-import fleet  # noqa: E402
-import report  # noqa: E402
+from bench import fleet, report  # noqa: E402
 
 TINY = ["--photos", "4", "--min-kb", "5", "--max-kb", "30", "--mean-kb", "12",
         "--window", "1", "--throttle-bytes", "200000"]
 
 
 def _run(out: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCH / "fleet.py"), *TINY, "--out", str(out),
-                           *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "bench.fleet", *TINY, "--out", str(out),
+                           *args], capture_output=True, text=True, timeout=600, cwd=REPO)
 
 
 def test_fleet_run_has_every_scenario_each_store_checked(tmp_path):
