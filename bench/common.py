@@ -12,6 +12,7 @@ place the benches make it importable: when `support` is not importable already (
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import statistics
@@ -231,3 +232,30 @@ def public_argv(argv: list[str] | None) -> list[str]:
             words.append(word)
         skip = word == "--out"
     return words
+
+
+def write_json(path: Path, results: dict, one_line: tuple[str, ...] = ()) -> Path:
+    """`results` as indented JSON, except that every item of a list under a key in
+    `one_line` (per-store rows, say) takes one line: the same document, a fraction of the
+    lines."""
+    rows: list[str] = []
+
+    def mark(value):
+        if isinstance(value, dict):
+            return {k: ([_mark_row(rows, item) for item in v]
+                        if k in one_line and isinstance(v, list) else mark(v))
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [mark(v) for v in value]
+        return value
+
+    text = json.dumps(mark(results), indent=1, default=str)
+    for index, row in enumerate(rows):
+        text = text.replace(f'"\\u0000row{index}\\u0000"', row, 1)
+    path.write_text(text + "\n")
+    return path
+
+
+def _mark_row(rows: list[str], item) -> str:
+    rows.append(json.dumps(item, separators=(", ", ": "), default=str))
+    return f"\0row{len(rows) - 1}\0"

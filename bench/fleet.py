@@ -59,7 +59,8 @@ import uuid
 from pathlib import Path
 
 from bench import report
-from bench.common import BENCH, BIN, compile_package, public_argv, testbed, tree_cpu_seconds
+from bench.common import (BENCH, BIN, compile_package, public_argv, testbed, tree_cpu_seconds,
+                          write_json)
 SCHEMA = 1
 SCENARIOS = ("single_full", "full", "incremental_1pct", "resync_nochange", "full_throttled")
 BOUNDARY = ("each store's time is its agent's whole process, spawn to reap; a scenario's time "
@@ -662,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.close()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"fleet-{args.stores}.json"
-    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    write_json(path, results, one_line=("agents",))  # one line per store
     log(f"wrote {path}")
     if args.out.resolve() == report.RESULTS_DIR:
         log(f"regenerated {report.write_results_md()}")
