@@ -61,24 +61,24 @@ clean:
 
 # bootstrap installs rclone and wrk, the peers the bench runs.
 bench: bootstrap
-	$(PY) bench/run.py --photos $(BENCH_PHOTOS)
+	$(PY) -m bench.run --photos $(BENCH_PHOTOS)
 
 # One HO and FLEET_STORES agents on loopback (bench/fleet.py); writes bench/results/fleet-N.json.
 bench-fleet: bootstrap
-	$(PY) bench/fleet.py --stores $(FLEET_STORES)
+	$(PY) -m bench.fleet --stores $(FLEET_STORES)
 
 # The HO gateway (roles/ho_gateway's nginx.conf on loopback) against direct S3 and rclone;
 # writes bench/results/gateway.json and regenerates bench/RESULTS.md (the README's capacity
 # figures quote it: tests/test_bench.py says which to update).
 bench-gateway: bootstrap
-	$(PY) bench/gateway.py --photos $(GATEWAY_PHOTOS)
+	$(PY) -m bench.gateway --photos $(GATEWAY_PHOTOS)
 
 # verify vs full sync and the photo server vs nginx (bench/verify_serve.py, needs wrk and nginx);
 # writes bench/results/verify-serve.json and regenerates bench/RESULTS.md from it.
 bench-ops: bootstrap
-	$(PY) bench/verify_serve.py --photos $(OPS_PHOTOS) --small-photos $(OPS_SMALL_PHOTOS) \
+	$(PY) -m bench.verify_serve --photos $(OPS_PHOTOS) --small-photos $(OPS_SMALL_PHOTOS) \
 		--json bench/results/verify-serve.json
-	$(PY) bench/report.py
+	$(PY) -m bench.report
 
 bench-report: bootstrap
-	$(PY) bench/report.py --plots
+	$(PY) -m bench.report --plots

@@ -25,15 +25,10 @@ from pathlib import Path
 
 import requests
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "src"))
-from support import testbed  # noqa: E402
+from photo_sync.protocol import API_PREFIX
 
-from photo_sync.protocol import API_PREFIX  # noqa: E402
-
-from gateway import server_cpu  # noqa: E402  (bench/gateway.py: gunicorn master + workers)
+from bench.common import REPO, testbed
+from bench.gateway import server_cpu  # gunicorn master + workers
 
 
 def export_src(rev: str, dest: Path) -> Path:

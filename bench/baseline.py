@@ -1,7 +1,7 @@
 """The original design's edge sync, implemented faithfully as the benchmark baseline.
 
-What shared/ORIGINAL_DESIGN.md (the project workspace) ("Full Sync (Initial)", "Performance Tips")
-prescribes, and nothing cleverer:
+What the project's original design prescribed for a full sync ("Full Sync (Initial)",
+"Performance Tips"; the legacy offset listing of docs/api.md), and nothing cleverer:
 
 - list photos with offset paging, `limit=100`;
 - for each photo, one after the other: download it through the HO API, verify

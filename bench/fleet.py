@@ -58,13 +58,9 @@ import time
 import uuid
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
-import report  # noqa: E402  (bench/report.py renders the results)
-from run import public_argv  # noqa: E402  (a command line with no path of this machine)
-
-BIN = Path(sys.executable).parent
+from bench import report
+from bench.common import (BENCH, BIN, compile_package, public_argv, testbed, tree_cpu_seconds,
+                          write_json)
 SCHEMA = 1
 SCENARIOS = ("single_full", "full", "incremental_1pct", "resync_nochange", "full_throttled")
 BOUNDARY = ("each store's time is its agent's whole process, spawn to reap; a scenario's time "
@@ -190,8 +186,6 @@ def ho_live(database_url: str) -> dict:
 
 def _cluster_class(max_connections: int):
     """The test bed's PostgresCluster with room for the fleet's sessions (2 per agent)."""
-    from support import testbed
-
     class FleetCluster(testbed.PostgresCluster):
         def _run(self, *args):
             # The test bed fixes max_connections=200 on pg_ctl's command line (which beats
@@ -243,7 +237,6 @@ class Fleet:
     """One fleet run: the services, the stores, the scenarios and what each measured."""
 
     def __init__(self, args: argparse.Namespace):
-        from support import testbed
         self.args = args
         self.testbed = testbed
         self.root = testbed.tempdir("photo-sync-fleet-")
@@ -258,7 +251,6 @@ class Fleet:
 
     def start(self) -> None:
         """PostgreSQL, SeaweedFS, the photo set imported at HO, and gunicorn."""
-        from run import compile_package
 
         # As pip does for a deployed wheel: no agent pays for compiling photo_sync.
         compile_package()
@@ -375,7 +367,7 @@ class Fleet:
 
     def cpu(self) -> dict:
         """CPU seconds so far of HO (gunicorn master, workers, reaped workers), S3 and PG."""
-        from run import tree_cpu_seconds as tree
+        tree = tree_cpu_seconds
 
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         cpu = {"ho_api": tree(self.server.process.pid), "s3": tree(self.s3.process.pid),
@@ -592,7 +584,7 @@ class Fleet:
                 throttled["throttled"] = False
         results["scenarios"] = s
         results["commands"] = {**self.commands,
-                              "fleet": " ".join(["bench/fleet.py", *public_argv(None)])}
+                              "fleet": " ".join(["python -m bench.fleet", *public_argv(None)])}
         results["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         results["goals"] = report.fleet_goals(results)
         return results
@@ -671,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet.close()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"fleet-{args.stores}.json"
-    path.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    write_json(path, results, one_line=("agents",))  # one line per store
     log(f"wrote {path}")
     if args.out.resolve() == report.RESULTS_DIR:
         log(f"regenerated {report.write_results_md()}")

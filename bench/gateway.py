@@ -28,12 +28,10 @@ import json
 import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent / "tests"))
-import run  # noqa: E402  (bench/run.py: the services, timed(), wrk, rclone)
+from bench import report, run
+from bench.common import BENCH, BIN, log, machine_info, tree_cpu_seconds
+from bench.run import Bench, _series
 
-from run import BIN, Bench, _series, log, machine_info  # noqa: E402
 
 SCHEMA = "photo-sync-bench-gateway/1"
 TARGETS = {
@@ -46,12 +44,12 @@ TARGETS = {
 
 def server_cpu(server) -> float:
     """CPU seconds so far of a gunicorn master and its workers (live and reaped)."""
-    return run.tree_cpu_seconds(server.process.pid)
+    return tree_cpu_seconds(server.process.pid)
 
 
 def nginx_cpu(gateway) -> float:
     """CPU seconds so far of the nginx master and its workers."""
-    return run.tree_cpu_seconds(gateway.process.pid)
+    return tree_cpu_seconds(gateway.process.pid)
 
 
 class GatewayBench(Bench):
@@ -271,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "gateway.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     log(f"wrote {path}")
-    if args.out.resolve() == run.report.RESULTS_DIR:
-        log(f"regenerated {run.report.write_results_md()}")
+    if args.out.resolve() == report.RESULTS_DIR:
+        log(f"regenerated {report.write_results_md()}")
     w = results["measurements"]["wrk"]
     for name in ("download_s3", "download_gateway", "download_presigned", "download_api"):
         print(f"{name:20} {w[name]['mb_per_s']:8.1f} MB/s  API CPU "

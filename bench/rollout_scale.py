@@ -8,7 +8,7 @@ their own network (`psync-scale`), and removes all of them at the end, also afte
 Do not run it beside molecule scenarios on a small machine: both compete for the same cores.
 
   bench/rollout_scale.py                 # counts 1 3 6, waves as the demo's ([1, "100%"])
-  bench/rollout_scale.py --counts 1 3 6 12 --waves '[1, "10%", "50%", "100%"]'
+  python -m bench.rollout_scale --counts 1 3 6 12 --waves '[1, "10%", "50%", "100%"]'
 
 Once: HO deployed (playbooks/deploy-ho.yml) and a few sample photos imported, every store of
 the largest count registered. Then for each count: that many fresh store containers (the
@@ -149,7 +149,7 @@ def wave_sizes(stores: int, waves: list) -> list[int]:
 def summarise(results: dict, waves: list, argv: list[str]) -> dict:
     """Add what bench/report.py renders: the command, what was timed, each run's waves and
     its time against the one-store run."""
-    results["command"] = " ".join(["bench/rollout_scale.py", *argv])
+    results["command"] = " ".join(["python -m bench.rollout_scale", *argv])
     results["timed"] = ("ansible-playbook -i INVENTORY playbooks/rollout.yml --limit "
                         "HO,STORES, whole process (the HO play included, converged with "
                         "nothing to change)")
@@ -242,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "rollout-scale.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     log(f"wrote {path}")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import report  # bench/report.py renders the rollout-scale section
+    from bench import report  # renders the rollout-scale section
     if args.out.resolve() == report.RESULTS_DIR:
         log(f"regenerated {report.write_results_md()}")
     for run in results["runs"]:

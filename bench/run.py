@@ -30,34 +30,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
-import platform
 import random
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
-import report  # noqa: E402  (bench/report.py: RESULTS.md, the plot, the targets)
+from bench import report
+from bench.common import (BENCH, BIN, Services, api_downloads, loadavg, log, machine_info,
+                          median, public_argv, timed)
 
-BIN = Path(sys.executable).parent
 BOUNDARY = ("whole process: wall time from spawning the command to reaping it, start-up "
             "included, for every party; rates are counts over that time")
-T0 = time.monotonic()
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.monotonic() - T0:6.1f}s] {message}", flush=True)
-
 
 # Tools -----------------------------------------------------------------------------------
 
@@ -69,159 +57,17 @@ def ensure_tools() -> None:
                          f"(as root; it installs them with apt-get), then run the bench again")
 
 
-def tool_version(cmd: list[str]) -> str:
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.TimeoutExpired):
-        return "unknown"
-
-
-def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
-                          .splitlines() if line.startswith("MemTotal")))
-    except (OSError, StopIteration, ValueError):
-        mem_kb = 0
-    from support import testbed
-    return {
-        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
-        "cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
-        "kernel": platform.release(), "os": _os_release(),
-        "python": platform.python_version(),
-        "versions": {
-            "postgresql": tool_version([str(testbed.find_pg_bin() / "postgres"), "--version"]),
-            "seaweedfs": tool_version([testbed.weed_binary(), "version"]),
-            "rclone": tool_version(["rclone", "version"]),
-            "wrk": tool_version(["wrk", "-v"]),
-            "gunicorn": tool_version([str(BIN / "gunicorn"), "--version"]),
-        },
-    }
-
-
-def _os_release() -> str:
-    try:
-        for line in Path("/etc/os-release").read_text().splitlines():
-            if line.startswith("PRETTY_NAME="):
-                return line.split("=", 1)[1].strip('"')
-    except OSError:
-        pass
-    return platform.platform()
-
-
 # Processes -------------------------------------------------------------------------------
-
-def timed(cmd: list[str], env: dict | None = None, check: bool = True) -> dict:
-    """Run a command; wall seconds, exit code, output and its peak RSS (VmHWM polled)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
-        peak = HighWater(proc.pid)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        peak.stop()
-        out.seek(0)
-        err.seek(0)
-        result = {"seconds": round(seconds, 4), "rc": proc.returncode,
-                  "max_rss_mb": round(peak.kb / 1024, 1),
-                  "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-                  "stdout": out.read().decode(errors="replace"),
-                  "stderr": err.read().decode(errors="replace")}
-    if check and result["rc"] != 0:
-        raise SystemExit(f"bench: {' '.join(cmd[:4])} failed ({result['rc']}):\n"
-                         f"{result['stderr'][-3000:]}\n{result['stdout'][-1000:]}")
-    return result
-
-
-class HighWater:
-    """The peak RSS of a process: its VmHWM, polled every 10 ms until it exits.
-
-    (getrusage/wait4 ru_maxrss is no good here: Linux carries the parent's RSS at
-    fork into the child's ru_maxrss across exec, so every child would report at
-    least the harness's own size.) VmHWM is per address space, so it starts
-    afresh at exec, and it only grows: polling misses at most the last 10 ms.
-    """
-
-    def __init__(self, pid: int):
-        import threading
-        self.pid, self.kb = pid, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            with open(f"/proc/{self.pid}/status") as handle:
-                for line in handle:
-                    if line.startswith("VmHWM:"):
-                        self.kb = max(self.kb, int(line.split()[1]))
-                        return
-        except OSError:
-            pass
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._read()
-            self._stop.wait(0.01)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-def api_downloads(server) -> int:
-    """How many photo downloads the HO API has served so far (from its access log)."""
-    try:
-        return server.log_path.read_text(errors="replace").count("/download/")
-    except OSError:
-        return 0
-
-
-def compile_package() -> None:
-    """Byte-compile photo_sync as `pip install` does for a deployed wheel. The bench runs
-    the package from its source tree, and PYTHONDONTWRITEBYTECODE (set on this machine)
-    would otherwise make every timed CLI compile its modules again (about 50 ms of CPU a
-    run: bench/profiles/README.md)."""
-    import compileall
-    import photo_sync
-    compileall.compile_dir(str(Path(photo_sync.__file__).parent), quiet=1)
-
-
-def median(values: list[float]) -> float:
-    return round(statistics.median(values), 4)
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of a process, its reaped children and its live descendants (0 if gone)."""
-    import psutil
-
-    try:
-        top = psutil.Process(pid)
-        total = sum(top.cpu_times()[:4])  # user, system, children_user, children_system
-        for child in top.children(recursive=True):
-            try:
-                total += sum(child.cpu_times()[:2])
-            except psutil.NoSuchProcess:
-                pass
-        return total
-    except psutil.NoSuchProcess:
-        return 0.0
-
 
 class Bench:
     """One bench run: the services it starts, the measurements it takes, their commands."""
 
     def __init__(self, args: argparse.Namespace):
-        from support import testbed
+        from bench.common import testbed
         self.args = args
         self.testbed = testbed
         self.root = testbed.tempdir("photo-sync-bench-")
+        self.services = Services(self.root)
         self.pg = self.s3 = None
         self.servers: list = []
         self.commands: dict[str, str] = {}
@@ -229,11 +75,9 @@ class Bench:
 
     # Setup ------------------------------------------------------------------------------
 
-    def start_services(self) -> None:
-        compile_package()
-        log(f"starting PostgreSQL and SeaweedFS under {self.root}")
-        self.pg = self.testbed.PostgresCluster(self.root / "pg").start()
-        self.s3 = self.testbed.SeaweedS3(self.root / "s3").start()
+    def start_services(self, pg_class=None) -> None:
+        self.services.start(pg_class)
+        self.pg, self.s3 = self.services.pg, self.services.s3
 
     def ho_cli(self, env: dict, *args: str) -> str:
         return timed([str(BIN / "photo-sync-ho"), *args], env={**os.environ, **env})["stdout"]
@@ -284,7 +128,7 @@ class Bench:
 
     def service_cpu(self) -> dict:
         """CPU seconds used so far by each service (live processes plus reaped children)."""
-        tree = tree_cpu_seconds
+        from bench.common import tree_cpu_seconds as tree
         postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
         live = [s.process.pid for s in self.servers if s.process.poll() is None]
         return {"ho_api": sum(tree(pid) for pid in live),
@@ -292,7 +136,7 @@ class Bench:
 
     def measured(self, cmd: list[str], env: dict | None = None) -> dict:
         """timed(), plus the CPU every party spent meanwhile and the load average before."""
-        load = round(os.getloadavg()[0], 2)
+        load = loadavg()
         before = self.service_cpu()
         run = timed(cmd, env=env)
         after = self.service_cpu()
@@ -351,7 +195,7 @@ class Bench:
 
     def practical(self, ho: dict, rep: int) -> dict:
         """bench/practical.py into a fresh edge database, timed as a whole process."""
-        import practical
+        from bench import practical
         edge_url = self.pg.create_db(f"edge_practical_{rep}")
         timed([str(BIN / "photo-sync-edge"), "schema", "apply"],
               env={**os.environ, "PHOTO_SYNC_EDGE_DATABASE_URL": edge_url})
@@ -376,7 +220,7 @@ class Bench:
     def baseline(self, ho: dict, rep: int, limit: int) -> dict:
         """bench/baseline.py on the first `limit` photos, timed as a whole process."""
         edge = self.make_edge(ho, f"baseline_{rep}")
-        import baseline
+        from bench import baseline
         cmd = [sys.executable, str(BENCH / "baseline.py"), "--ho-url", ho["url"], "--store-id",
                edge["store_id"], f"--secret={edge['secret']}", "--database-url",
                edge["database_url"], "--limit", str(limit), "--delay", str(baseline.DELAY)]
@@ -595,10 +439,7 @@ class Bench:
     def close(self) -> None:
         for server in self.servers:
             server.stop()
-        if self.s3:
-            self.s3.stop()
-        if self.pg:
-            self.pg.stop("immediate")
+        self.services.stop()
         if not self.args.keep:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -622,7 +463,7 @@ def _series(runs: list[dict], total_mb: float | None = None, photos: int | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`bench/run.py`: run the bench, write the JSON and plot, regenerate RESULTS.md."""
+    """`python -m bench.run`: run the bench, write the JSON and plot, regenerate RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, nargs="+", default=[1000],
@@ -655,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_tools()
 
     # Every size of this invocation names it, so RESULTS.md can say they come from one run.
-    invocation = {"command": " ".join(["bench/run.py", *public_argv(argv)]),
+    invocation = {"command": " ".join(["python -m bench.run", *public_argv(argv)]),
                   "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
                   "sizes": list(args.photos)}
     tables = []
@@ -684,20 +525,6 @@ def main(argv: list[str] | None = None) -> int:
         log(f"bench/RESULTS.md left alone: {args.out} is not bench/results")
     print("\n".join(tables))
     return 0
-
-
-def public_argv(argv: list[str] | None) -> list[str]:
-    """This run's arguments with the --out folder (a path of this machine) as a name."""
-    words, skip = [], False
-    for word in sys.argv[1:] if argv is None else argv:
-        if skip:
-            words.append("OUT_DIR")
-        elif word.startswith("--out="):
-            words.append("--out=OUT_DIR")
-        else:
-            words.append(word)
-        skip = word == "--out"
-    return words
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Benchmark for issue 11: the cost of `verify`, and the store's photo server against nginx.
 
-    .venv/bin/python bench/verify_serve.py --photos 1000 --small-photos 10000
+    .venv/bin/python -m bench.verify_serve --photos 1000 --small-photos 10000
 
 sets up PostgreSQL, SeaweedFS (S3) and the HO API under gunicorn on 127.0.0.1 (the test
 bed), imports the photo set, and measures:
@@ -31,10 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent / "tests"))  # the test bed: tests/support
-
-BIN = Path(sys.executable).parent
+from bench.common import BENCH, BIN, testbed, timed
 WRK_SCRIPT = BENCH / "wrk_cycle.lua"
 MEMORY_REQUESTS = 2000
 # Until `verify` is wired into photo-sync-edge, the same module run directly.
@@ -46,12 +43,6 @@ _VERIFY_ENTRY = ("import argparse, sys\nfrom photo_sync.edge import verify\n"
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def timed(cmd: list[str], env: dict) -> tuple[float, subprocess.CompletedProcess]:
-    started = time.perf_counter()
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
-    return time.perf_counter() - started, result
 
 
 def verify_command() -> list[str]:
@@ -117,7 +108,6 @@ class Bed:
     """The services for one benchmark run, all under one temporary folder."""
 
     def __init__(self, root: Path):
-        from support import testbed
         self.tb = testbed
         self.root = root
         self.pg = testbed.PostgresCluster(root / "pg").start()
@@ -162,17 +152,17 @@ def measure_verify(bed: Bed, name: str, photo_dir: Path, reps: int) -> dict:
     env = None
     for rep in range(reps):
         env = bed.edge(ho, f"r{rep}")
-        seconds, result = timed([str(BIN / "photo-sync-edge"), "pull", "--mode", "full",
-                                 "--json"], env)
-        summary = json.loads(result.stdout)
-        if result.returncode != 0 or summary["failed"]:
-            raise SystemExit(f"bench: full sync failed: {result.stderr[-2000:]}")
-        sync_times.append(seconds)
-        seconds, result = timed(verify_command(), env)
-        report = json.loads(result.stdout)
-        if result.returncode != 0 or not report["matches"]:
+        result = timed([str(BIN / "photo-sync-edge"), "pull", "--mode", "full", "--json"],
+                       env, check=False)
+        summary = json.loads(result["stdout"])
+        if result["rc"] != 0 or summary["failed"]:
+            raise SystemExit(f"bench: full sync failed: {result['stderr'][-2000:]}")
+        sync_times.append(result["seconds"])
+        result = timed(verify_command(), env, check=False)
+        report = json.loads(result["stdout"])
+        if result["rc"] != 0 or not report["matches"]:
             raise SystemExit(f"bench: verify found drift after a clean sync: {report}")
-        verify_times.append(seconds)
+        verify_times.append(result["seconds"])
     sync, ver = sorted(sync_times)[len(sync_times) // 2], sorted(verify_times)[
         len(verify_times) // 2]
     figures = {"photos": summary["listed"], "mb": round(summary["bytes"] / 1e6, 1),
@@ -307,14 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     for tool in ("wrk", "nginx"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} is missing: apt-get install -y wrk nginx-light")
-    from support import testbed
     root = Path(tempfile.mkdtemp(prefix="photo-sync-bench-ops-"))
     root.chmod(0o755)  # nginx's workers (nobody) read the photo files under it
     bed = Bed(root)
     # The command as run, relative to the checkout (no path of this machine in the JSON).
     shown = [a if not a.startswith("/") else Path(a).name for a in (argv or sys.argv[1:])]
     results: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                     "command": " ".join(["python", "bench/verify_serve.py", *shown]),
+                     "command": " ".join(["python -m bench.verify_serve", *shown]),
                      "cpus": os.cpu_count(), "load_before": os.getloadavg()[0]}
     if args.note:
         results["note"] = args.note

@@ -14,13 +14,13 @@ import pytest
 
 from conftest import assert_edge_matches_ho
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
 RESULTS = BENCH / "results"
-sys.path.insert(0, str(BENCH))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # `bench` is a package at the repository root
 
-import baseline  # noqa: E402
-import practical  # noqa: E402
-import report  # noqa: E402
+from bench import baseline, practical, report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +74,9 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
     results_md = (BENCH / "RESULTS.md").read_text()
     out = tmp_path / "results"
     run = subprocess.run(
-        [sys.executable, str(BENCH / "run.py"), "--photos", "3", "4", "--large-photos", "8",
+        [sys.executable, "-m", "bench.run", "--photos", "3", "4", "--large-photos", "8",
          "--reps", "1", "--baseline-photos", "2", "--wrk-seconds", "1", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # A run outside bench/results leaves the committed page alone.
     assert (BENCH / "RESULTS.md").read_text() == results_md
@@ -85,7 +85,7 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
     smaller = json.loads((out / "photos-3.json").read_text())
     assert smaller["photos"] == 3 and smaller["invocation"] == result["invocation"]
     assert result["invocation"]["sizes"] == [3, 4]
-    assert result["invocation"]["command"].startswith("bench/run.py --photos 3 4 ")
+    assert result["invocation"]["command"].startswith("python -m bench.run --photos 3 4 ")
     assert "OUT_DIR" in result["invocation"]["command"] and str(out) not in json.dumps(result)
     assert result["schema"] == report.SCHEMA and result["statistic"] == "median"
     assert result["boundary"].startswith("whole process")
@@ -133,7 +133,7 @@ def test_harness_result_has_every_measurement_on_the_process_boundary(tmp_path):
     page = report.render(out)
     assert report.NOT_RECORDED not in page
     assert "| incremental, nothing changed (4 photos) | 3 |" in page
-    assert "One invocation measured 3, 4 photos: `bench/run.py --photos 3 4 " in page
+    assert "One invocation measured 3, 4 photos: `python -m bench.run --photos 3 4 " in page
     assert "| the floor under it: CLI start-up and imports (`photo-sync-edge --help`) | 3 |" in page
 
 
@@ -142,15 +142,15 @@ def test_results_md_is_exactly_what_the_committed_json_makes():
     assert list(RESULTS.glob("photos-*.json")), "no committed results"
     assert (BENCH / "RESULTS.md").read_text() == report.render(RESULTS), (
         "bench/RESULTS.md is not what bench/report.py makes of bench/results/*.json: "
-        "run `python bench/report.py` (never edit RESULTS.md by hand)")
+        "run `python -m bench.report` (never edit RESULTS.md by hand)")
     # ...and that includes the verify/serve section of the committed verify-serve.json.
     ops = json.loads((RESULTS / "verify-serve.json").read_text())
     assert report.ops_table(ops) in (BENCH / "RESULTS.md").read_text()
 
 
 def test_results_md_check_mode_agrees():
-    run = subprocess.run([sys.executable, str(BENCH / "report.py"), "--check"],
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "bench.report", "--check"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
     assert run.returncode == 0, run.stderr
 
 
@@ -258,7 +258,7 @@ def test_a_changed_gateway_or_rollout_figure_changes_results_md(tmp_path):
 def test_rollout_scale_harness_output_renders(tmp_path):
     """What bench/rollout_scale.py writes is what report.py renders (it once wrote keys the
     report did not read, and a real run crashed while regenerating RESULTS.md)."""
-    import rollout_scale
+    from bench import rollout_scale
 
     assert rollout_scale.wave_sizes(1, [1, "100%"]) == [1]
     assert rollout_scale.wave_sizes(6, [1, "100%"]) == [1, 5]
@@ -270,7 +270,7 @@ def test_rollout_scale_harness_output_renders(tmp_path):
                     "slowest_tasks": [{"task": "Gathering Facts", "seconds": 9.5}]}]}
     rollout_scale.summarise(results, [1, "100%"], ["--counts", "1", "6"])
     table = report.rollout_table(results)
-    assert "`bench/rollout_scale.py --counts 1 6`" in table
+    assert "`python -m bench.rollout_scale --counts 1 6`" in table
     assert "| 6 | 2 | 150.0 | 1.5x |" in table
     assert "Gathering Facts (9.5)" in table
 

@@ -1,7 +1,7 @@
 """Set up a bench bed (PostgreSQL, SeaweedFS, HO API with presigned URLs on 127.0.0.1),
 import a photo set, and keep it up while the agent is profiled by hand.
 
-    python bench/profiles/hold.py --photos 300 --env-file /tmp/x.env
+    python -m bench.profiles.hold --photos 300 --env-file /tmp/x.env
 
 writes shell `export` lines for one HO (presigned on), a migrated empty edge database per
 `--edges`, and rclone's remote; it waits until killed (SIGTERM), then tears everything down.
@@ -15,10 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent / "tests"))
-import run  # noqa: E402
+from bench import run
 
 
 def main() -> int:

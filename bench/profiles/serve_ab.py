@@ -1,7 +1,7 @@
 """The photo server against nginx on an edge database that already holds photos (the
 serve half of bench/verify_serve.py, without setting up a bed):
 
-    PHOTO_SYNC_EDGE_DATABASE_URL=... python bench/profiles/serve_ab.py --seconds 5 [KEY=VAL...]
+    PHOTO_SYNC_EDGE_DATABASE_URL=... python -m bench.profiles.serve_ab --seconds 5 [KEY=VAL...]
 
 KEY=VAL pairs go into the photo server's environment (e.g. PHOTO_SYNC_EDGE_SERVE_WORKERS=3).
 """
@@ -16,15 +16,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH.parent / "tests"))
-import verify_serve  # noqa: E402
+from bench import verify_serve
+from bench.common import testbed
 
 
 class _Bed:
     def __init__(self, root: Path):
-        from support import testbed
         self.tb, self.root = testbed, root
 
 

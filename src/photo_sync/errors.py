@@ -10,7 +10,7 @@ turns an exception into words.
 
 from __future__ import annotations
 
-# Exit codes of `photo-sync-edge` and `photo-sync-ho` (ARCHITECTURE.md, "Exit codes").
+# Exit codes of `photo-sync-edge` and `photo-sync-ho` (docs/operator-interface.md, "Exit codes").
 EXIT_OK = 0
 EXIT_PARTIAL = 1  # done, but some photos failed, or drift found, or deletions refused
 EXIT_CONFIG = 2  # bad usage or configuration (also: schema missing, database unreachable)
