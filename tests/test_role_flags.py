@@ -234,15 +234,9 @@ def flag_reads_without_bool(path: Path) -> list[str]:
     return bad
 
 
-# The gateway's nginx.conf.j2 reads ho_gateway_http2 and ho_gateway_http_redirect;
-# it is hardened elsewhere, and those two reads are listed here until it says | bool.
-NOT_YET = {"roles/ho_gateway/templates/nginx.conf.j2"}
-
-
 def test_every_flag_read_goes_through_bool():
     """Also in templates: `{% if flag %}` with the string "false" would render as true."""
     files = [path for pattern in ("roles/**/*.yml", "roles/**/*.j2", "playbooks/**/*.yml",
                                   "playbooks/**/*.j2")
-             for path in sorted(ROOT.glob(pattern)) if "argument_specs" not in path.name
-             and str(path.relative_to(ROOT)) not in NOT_YET]
+             for path in sorted(ROOT.glob(pattern)) if "argument_specs" not in path.name]
     assert [bad for path in files for bad in flag_reads_without_bool(path)] == []

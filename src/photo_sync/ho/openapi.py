@@ -103,7 +103,11 @@ def spec(server_url: str = "") -> dict:
                             "total": {"type": "integer"},
                             "has_more": {"type": "boolean"},
                             "next_offset": {"type": "integer", "nullable": True},
-                            "next_cursor": {"type": "string"}}}}}},
+                            "next_cursor": {"type": "string"},
+                            # Optional: an agent whose cursor is beyond head_cursor, or from
+                            # another epoch, re-lists the catalog (HO restored from a backup).
+                            "head_cursor": {"type": "string", "nullable": True},
+                            "epoch": {"type": "string", "nullable": True}}}}}},
                     **_errors(400, 401, 403, 503)},
             }},
             f"{protocol.API_PREFIX}/sync/product-photos/{{photo_id}}/download/": {"get": {
