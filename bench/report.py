@@ -21,7 +21,9 @@ import argparse
 import copy
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 BENCH = Path(__file__).resolve().parent
 RESULTS_MD = BENCH / "RESULTS.md"
@@ -301,33 +303,6 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load_results(results_dir: Path) -> list[dict]:
-    """Every photos-N.json in results_dir, N=1000 first, then the largest N first."""
-    found = [json.loads(path.read_text()) for path in sorted(results_dir.glob("photos-*.json"))]
-    found.sort(key=lambda r: (r["photos"] != 1000, -r["photos"]))
-    return found
-
-
-def render(results_dir: Path = RESULTS_DIR) -> str:
-    """The whole of RESULTS.md for the results files in results_dir."""
-    sections = [table(r) for r in load_results(results_dir)]
-    if not sections:
-        sections = ["No results yet: run `make bench`.\n"]
-    fleet = [fleet_table(r) for r in load_fleet_results(results_dir)]
-    if fleet:
-        sections += [FLEET_HEADER, *fleet]
-    gateway = load_gateway_results(results_dir)
-    if gateway:
-        sections += [GATEWAY_HEADER, gateway_table(gateway)]
-    rollout = load_rollout_results(results_dir)
-    if rollout:
-        sections += [ROLLOUT_HEADER, rollout_table(rollout)]
-    ops = load_ops_results(results_dir)
-    if ops:
-        sections += [OPS_HEADER, ops_table(ops)]
-    return HEADER + "\n" + "\n".join(sections)
-
-
 # Fleet results (bench/fleet.py, `make bench-fleet`): one section per bench/results/fleet-N.json.
 
 FLEET_TARGETS = {
@@ -473,13 +448,6 @@ def fleet_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load_fleet_results(results_dir: Path) -> list[dict]:
-    """Every fleet-N.json in results_dir, the smallest fleet first."""
-    found = [json.loads(path.read_text()) for path in results_dir.glob("fleet-*.json")]
-    found.sort(key=lambda r: r["stores"])
-    return found
-
-
 # Gateway results (bench/gateway.py): bench/results/gateway.json, one section.
 
 GATEWAY_HEADER = """\
@@ -593,12 +561,6 @@ def gateway_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load_gateway_results(results_dir: Path) -> dict | None:
-    """bench/results/gateway.json, or None when the gateway bench has not been run."""
-    path = results_dir / "gateway.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 # Rollout scale (bench/rollout_scale.py, by hand): bench/results/rollout-scale.json.
 
 ROLLOUT_HEADER = """\
@@ -634,12 +596,6 @@ def rollout_table(results: dict) -> str:
         lines += ["", f"Note: {r['note']}"]
     lines.append("")
     return "\n".join(lines)
-
-
-def load_rollout_results(results_dir: Path) -> dict | None:
-    """bench/results/rollout-scale.json, or None when the rollout bench has not been run."""
-    path = results_dir / "rollout-scale.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 # Verify and the store's photo server (bench/verify_serve.py --json, `make bench-ops`):
@@ -735,10 +691,69 @@ def ops_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def load_ops_results(results_dir: Path) -> dict | None:
-    """bench/results/verify-serve.json, or None when the verify/serve bench has not been run."""
-    path = results_dir / "verify-serve.json"
-    return json.loads(path.read_text()) if path.exists() else None
+# The sections of RESULTS.md --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Section:
+    """One kind of results file and how RESULTS.md shows it: its fixed text (what was
+    measured, how), then one table per file (figures, targets, commands)."""
+    name: str
+    files: str                                  # glob in the results folder
+    table: Callable[[dict], str]
+    header: str = ""                            # fixed text before its tables
+    order: Callable[[dict], object] | None = None  # several files: in this order
+    empty: str = ""                             # shown when no file matches
+
+
+SECTIONS: list[Section] = []
+
+
+def register(section: Section) -> Section:
+    """Add a section at the end of the page."""
+    SECTIONS.append(section)
+    return section
+
+
+def load(section: Section, results_dir: Path = RESULTS_DIR) -> list[dict]:
+    """The section's results files in results_dir, in the section's order."""
+    found = [json.loads(path.read_text()) for path in sorted(results_dir.glob(section.files))]
+    if section.order:
+        found.sort(key=section.order)
+    return found
+
+
+def render_section(section: Section, results_dir: Path = RESULTS_DIR) -> str:
+    """A section's part of RESULTS.md: its fixed text and a table per file ("" when none)."""
+    found = load(section, results_dir)
+    if not found:
+        return section.empty
+    return "\n".join(([section.header] if section.header else []) +
+                     [section.table(r) for r in found])
+
+
+def section(name: str) -> Section:
+    return next(s for s in SECTIONS if s.name == name)
+
+
+def load_results(results_dir: Path) -> list[dict]:
+    """Every photos-N.json in results_dir, N=1000 first, then the largest N first."""
+    return load(section("photos"), results_dir)
+
+
+def render(results_dir: Path = RESULTS_DIR) -> str:
+    """The whole of RESULTS.md for the results files in results_dir."""
+    parts = [render_section(s, results_dir) for s in SECTIONS]
+    return HEADER + "\n" + "\n".join(p for p in parts if p)
+
+
+register(Section("photos", "photos-*.json", table,
+                 order=lambda r: (r["photos"] != 1000, -r["photos"]),
+                 empty="No results yet: run `make bench`.\n"))
+register(Section("fleet", "fleet-*.json", fleet_table, FLEET_HEADER,
+                 order=lambda r: r["stores"]))
+register(Section("gateway", "gateway.json", gateway_table, GATEWAY_HEADER))
+register(Section("rollout", "rollout-scale.json", rollout_table, ROLLOUT_HEADER))
+register(Section("ops", "verify-serve.json", ops_table, OPS_HEADER))
 
 
 def write_results_md(results_dir: Path = RESULTS_DIR, md_path: Path = RESULTS_MD) -> Path:

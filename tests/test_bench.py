@@ -351,3 +351,18 @@ def test_ops_section_shows_every_figure_and_whether_each_goal_is_met(tmp_path):
     assert "| 7.77 |" in report.render(tmp_path)
     (tmp_path / "verify-serve.json").unlink()
     assert report.OPS_HEADER not in report.render(tmp_path)
+
+
+def test_every_committed_results_file_has_one_section_of_results_md():
+    # A results file no registered section claims would be left off the page without a word.
+    claimed = {}
+    for section in report.SECTIONS:
+        for path in RESULTS.glob(section.files):
+            claimed.setdefault(path.name, []).append(section.name)
+    files = {p.name for p in RESULTS.glob("*.json")}
+    assert set(claimed) == files and all(len(v) == 1 for v in claimed.values()), claimed
+    # Each section's part of the page is its fixed text, then a table per file.
+    fleet = report.section("fleet")
+    part = report.render_section(fleet, RESULTS)
+    assert part.startswith(report.FLEET_HEADER)
+    assert part.count("| scenario |") == len(list(RESULTS.glob("fleet-*.json")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from faultproxy import FaultProxy
+from support.faultproxy import FaultProxy
 from photo_sync import protocol
 
 SMALL = {"min_kb": 20, "max_kb": 40, "mean_kb": 30}

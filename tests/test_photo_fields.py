@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from hostile_ho import HostileHO
+from support.hostile_ho import HostileHO
 from photo_sync import protocol
 from photo_sync.edge import engine, schema
 from photo_sync.ho import catalog, openapi

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import jinja2
 import yaml
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from support.testbed import TestbedError, free_port, wait_for
 
@@ -45,6 +46,9 @@ def render(overrides: dict | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True)
+    # The template reads flags through Ansible's `bool` filter (so `-e flag=false` works);
+    # plain Jinja2 has none, so give it Ansible's own conversion.
+    env.filters["bool"] = lambda value: boolean(value, strict=False)
     return env.get_template(TEMPLATE.name).render({**role_defaults(), **(overrides or {})})
 
 
