@@ -8,7 +8,6 @@ break them (kill a primary, promote a standby, SIGKILL a volume server).
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import secrets
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 
 from support.testbed import (PostgresCluster, TestbedError, free_port, wait_for,
-                             weed_binary)
+                             weed_binary, write_s3_identities)
 
 
 class CatalogPair:
@@ -130,12 +129,7 @@ class SeaweedCluster:
 
     def start(self) -> "SeaweedCluster":
         self.root.mkdir(parents=True, exist_ok=True)
-        config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "admin",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        config.chmod(0o600)
+        config = write_s3_identities(self.root / "s3.json", self.access_key, self.secret_key)
         loopback = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1")
         master = free_port(also_free=(10000,))
         self._spawn("master", "master", *loopback, f"-port={master}",

@@ -150,6 +150,16 @@ def weed_binary() -> str:
     return found
 
 
+def write_s3_identities(path: Path, access_key: str, secret_key: str) -> Path:
+    """SeaweedFS's S3 credentials file (one admin identity), readable by its owner only."""
+    path.write_text(json.dumps({"identities": [{
+        "name": "admin",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    path.chmod(0o600)
+    return path
+
+
 class SeaweedS3:
     """`weed mini` bound to loopback with generated credentials."""
 
@@ -168,12 +178,7 @@ class SeaweedS3:
         self.root.mkdir(parents=True, exist_ok=True)
         data = self.root / "data"
         data.mkdir(exist_ok=True)
-        config = self.root / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "admin",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
-        config.chmod(0o600)
+        config = write_s3_identities(self.root / "s3.json", self.access_key, self.secret_key)
         ports = {name: free_port(also_free=(10000,))
                  for name in ("master", "volume", "filer", "s3", "admin")}
         self.port = ports["s3"]
