@@ -77,7 +77,8 @@ def make_key(home, uid):
 @pytest.fixture(scope="module")
 def signers(tmp_path_factory):
     """The chain's signing key, another key, and the store's pinned keyring (only the
-    chain's public key, with ownertrust), as scripts/store-pull-bootstrap.sh makes it."""
+    chain's public key, with ownertrust): the keyring a pull store is to pin (the pull unit
+    does not build it yet). gpg starts an agent per keyring; they are stopped at the end."""
     base = tmp_path_factory.mktemp("gpg")
     chain, other, pinned = base / "chain", base / "other", base / "pinned"
     chain_fpr = make_key(chain, "chain <chain@example.invalid>")
@@ -86,7 +87,10 @@ def signers(tmp_path_factory):
     pinned.mkdir(mode=0o700)
     gpg(pinned, "--import", input=public)
     gpg(pinned, "--import-ownertrust", input=f"{chain_fpr}:6:\n".encode())
-    return {"chain": (chain, chain_fpr), "other": (other, other_fpr), "pinned": pinned}
+    yield {"chain": (chain, chain_fpr), "other": (other, other_fpr), "pinned": pinned}
+    for home in (chain, other, pinned):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
+                       capture_output=True, check=False)
 
 
 def commit(repo, message, signer=None):
