@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`bench/http_client.py`: what the edge agent's HTTP client costs (docs/http-client.md).
+"""`python -m bench.http_client`: what the edge agent's HTTP client costs (docs/http-client.md).
 
 Three figures, printed as JSON:
 
@@ -30,6 +30,8 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+
+from bench.common import testbed
 
 BENCH = Path(__file__).resolve().parent
 SMALL = json.dumps({"access": "x" * 40, "expires_in": 3600}).encode()
@@ -108,12 +110,6 @@ def before_after(rev: str, runs: int) -> dict:
             for name, kinds in figures.items()}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def serve(port: int) -> subprocess.Popen:
     """gunicorn with `app` on 127.0.0.1:`port`, once it answers."""
     proc = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--chdir",
@@ -164,7 +160,6 @@ def with_urllib3(base: str):
 
 
 def with_agent(base: str):
-    sys.path.insert(0, str(BENCH.parent / "src"))
     from photo_sync.edge.http.client import HTTPClient
     from photo_sync.edge.http.watchdog import WATCHDOG
 
@@ -210,7 +205,7 @@ def main() -> None:
     if args.before:
         result["before_after"] = before_after(args.before, args.runs)
     if not args.skip_cpu:
-        port = free_port()
+        port = testbed.free_port()
         server = serve(port)
         try:
             base = f"http://127.0.0.1:{port}"
