@@ -85,11 +85,22 @@ class HOStack:
         self.stores[store_id] = secret
         return store_id, secret
 
+    def ask_token(self, store_id: str, secret: str, headers: dict | None = None
+                  ) -> requests.Response:
+        """The token endpoint's answer as it is (a refusal included). No session: a new
+        connection per request, so gunicorn hands them to either worker."""
+        return requests.post(f"{self.api}/auth/token/", timeout=30, headers=headers,
+                             json={"store_id": store_id, "secret": secret})
+
     def token(self, store_id: str, secret: str | None = None) -> str:
-        response = requests.post(f"{self.api}/auth/token/", timeout=10, json={
-            "store_id": store_id, "secret": secret or self.stores[store_id]})
+        response = self.ask_token(store_id, secret or self.stores[store_id])
         response.raise_for_status()
         return response.json()["access"]
+
+    def list_photos(self, token: str) -> requests.Response:
+        """The first feed page's answer for a bearer token, as it is."""
+        return requests.get(f"{self.api}/sync/product-photos/", timeout=30,
+                            headers={"Authorization": f"Bearer {token}"})
 
     def session(self, store_id: str) -> requests.Session:
         s = requests.Session()

@@ -378,35 +378,25 @@ def test_a_held_lock_ends_a_cli_command_with_an_error_not_a_hang(ho, tmp_path):
 
 # Stores -----------------------------------------------------------------------------------
 
-def token_response(ho, store_id: str, secret: str) -> requests.Response:
-    return requests.post(f"{ho.api}/auth/token/", json={"store_id": store_id, "secret": secret},
-                         timeout=10)
-
-
-def list_with(ho, token: str) -> requests.Response:
-    return requests.get(f"{ho.api}/sync/product-photos/", timeout=10,
-                        headers={"Authorization": f"Bearer {token}"})
-
-
 def test_store_add_prints_a_secret_that_gets_a_token_once(ho):
     store_id = str(uuid.uuid4())
     result = ho.cli("store", "add", store_id, "--name", "Store 12")
     secret = result.stdout.split()[-1]
     assert len(secret) >= 32
-    assert list_with(ho, token_response(ho, store_id, secret).json()["access"]).status_code == 200
+    assert ho.list_photos(ho.ask_token(store_id, secret).json()["access"]).status_code == 200
     again = ho.cli("store", "add", store_id, check=False)
     assert again.returncode == 1 and "already exists" in again.stderr
     # The first secret is still the one that works.
-    assert token_response(ho, store_id, secret).status_code == 200
+    assert ho.ask_token(store_id, secret).status_code == 200
 
 
 def test_store_disable_stops_new_and_existing_tokens(ho):
     store_id, secret = ho.add_store("to-disable")
     token = ho.token(store_id)
-    assert list_with(ho, token).status_code == 200
+    assert ho.list_photos(token).status_code == 200
     assert "disabled" in ho.cli("store", "disable", store_id).stdout
-    error_body(token_response(ho, store_id, secret), 401)
-    error_body(list_with(ho, token), 401)
+    error_body(ho.ask_token(store_id, secret), 401)
+    error_body(ho.list_photos(token), 401)
     unknown = ho.cli("store", "disable", str(uuid.uuid4()), check=False)
     assert unknown.returncode == 1
 
@@ -417,11 +407,11 @@ def test_store_rotate_secret_retires_the_old_secret_and_its_tokens(ho):
     result = ho.cli("store", "rotate-secret", store_id)
     new_secret = result.stdout.split()[-1]
     assert new_secret != old_secret
-    error_body(token_response(ho, store_id, old_secret), 401)
-    error_body(list_with(ho, old_token), 401)
-    fresh = token_response(ho, store_id, new_secret)
+    error_body(ho.ask_token(store_id, old_secret), 401)
+    error_body(ho.list_photos(old_token), 401)
+    fresh = ho.ask_token(store_id, new_secret)
     assert fresh.status_code == 200
-    assert list_with(ho, fresh.json()["access"]).status_code == 200
+    assert ho.list_photos(fresh.json()["access"]).status_code == 200
     assert ho.cli("store", "rotate-secret", str(uuid.uuid4()), check=False).returncode == 1
 
 
@@ -435,17 +425,17 @@ def test_store_set_creates_and_updates_idempotently(ho):
     secret = "vault-secret-" + uuid.uuid4().hex
 
     assert store_set(ho, store_id, secret) == f"created store {store_id}"
-    token = token_response(ho, store_id, secret).json()["access"]
+    token = ho.ask_token(store_id, secret).json()["access"]
     assert store_set(ho, store_id, secret) == f"unchanged store {store_id}"
-    assert list_with(ho, token).status_code == 200  # unchanged keeps tokens working
+    assert ho.list_photos(token).status_code == 200  # unchanged keeps tokens working
     assert store_set(ho, store_id, secret, "Store 7 (renamed)") == f"updated store {store_id}"
-    assert list_with(ho, token).status_code == 200  # a rename is not a new secret
+    assert ho.list_photos(token).status_code == 200  # a rename is not a new secret
 
     new_secret = "vault-secret-" + uuid.uuid4().hex
     assert store_set(ho, store_id, new_secret) == f"updated store {store_id}"
-    error_body(list_with(ho, token), 401)
-    error_body(token_response(ho, store_id, secret), 401)
-    assert token_response(ho, store_id, new_secret).status_code == 200
+    error_body(ho.list_photos(token), 401)
+    error_body(ho.ask_token(store_id, secret), 401)
+    assert ho.ask_token(store_id, new_secret).status_code == 200
 
     short = ho.cli("store", "set", store_id, "--secret-stdin", input="short\n", check=False)
     assert short.returncode == 2 and "at least 16" in short.stderr
@@ -467,7 +457,7 @@ def test_a_disabled_store_stays_disabled_until_store_enable(ho):
                                 "enabled": True}
     assert set_json(secret) == {"store_id": store_id, "result": "unchanged", "changed": False,
                                 "enabled": True}
-    assert token_response(ho, store_id, secret).status_code == 200
+    assert ho.ask_token(store_id, secret).status_code == 200
 
     disabled = switch("disable")
     assert disabled.returncode == 0, disabled.stderr
@@ -479,18 +469,18 @@ def test_a_disabled_store_stays_disabled_until_store_enable(ho):
     # The rollout again, with the same secret and with a new one: still disabled.
     assert set_json(secret) == {"store_id": store_id, "result": "unchanged", "changed": False,
                                 "enabled": False}
-    error_body(token_response(ho, store_id, secret), 401)
+    error_body(ho.ask_token(store_id, secret), 401)
     new_secret = "vault-secret-" + uuid.uuid4().hex
     assert set_json(new_secret) == {"store_id": store_id, "result": "updated", "changed": True,
                                     "enabled": False}
-    error_body(token_response(ho, store_id, new_secret), 401)
+    error_body(ho.ask_token(store_id, new_secret), 401)
     text = store_set(ho, store_id, new_secret, "Store 9")
     assert text.startswith(f"unchanged store {store_id}") and "store enable" in text
 
     enabled = switch("enable")
     assert enabled.returncode == 0, enabled.stderr
     assert json.loads(enabled.stdout) == {"store_id": store_id, "changed": True, "enabled": True}
-    assert token_response(ho, store_id, new_secret).status_code == 200
+    assert ho.ask_token(store_id, new_secret).status_code == 200
     assert json.loads(switch("enable").stdout) == {"store_id": store_id, "changed": False,
                                                    "enabled": True}
     assert "enabled already" in ho.cli("store", "enable", store_id).stdout
@@ -533,12 +523,12 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     dry = ho.cli("store", "set-many", "--json", "--dry-run", input=json.dumps(fleet_list))
     assert json.loads(dry.stdout) == {"changed": True, "created": ids, "updated": [],
                                       "unchanged": 0, "disabled": [], "dry_run": True}
-    error_body(token_response(ho, ids[0], secrets_[0]), 401)
+    error_body(ho.ask_token(ids[0], secrets_[0]), 401)
 
     first = json.loads(set_many(fleet_list).stdout)
     assert first == {"changed": True, "created": ids, "updated": [], "unchanged": 0,
                      "disabled": [], "dry_run": False}
-    assert all(token_response(ho, i, s).status_code == 200 for i, s in zip(ids, secrets_))
+    assert all(ho.ask_token(i, s).status_code == 200 for i, s in zip(ids, secrets_))
     assert json.loads(set_many(fleet_list).stdout) == {
         "changed": False, "created": [], "updated": [], "unchanged": 3, "disabled": [],
         "dry_run": False}
@@ -550,9 +540,9 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     again = json.loads(set_many(fleet_list).stdout)
     assert again == {"changed": True, "created": [], "updated": [ids[1]], "unchanged": 2,
                      "disabled": [ids[0]], "dry_run": False}
-    error_body(token_response(ho, ids[0], secrets_[0]), 401)
-    error_body(token_response(ho, ids[1], secrets_[1]), 401)
-    assert token_response(ho, ids[1], fleet_list[1]["secret"]).status_code == 200
+    error_body(ho.ask_token(ids[0], secrets_[0]), 401)
+    error_body(ho.ask_token(ids[1], secrets_[1]), 401)
+    assert ho.ask_token(ids[1], fleet_list[1]["secret"]).status_code == 200
 
     # A bad entry anywhere: nothing of the list is written, and the error names the entry
     # and the store, never a secret.
@@ -562,7 +552,7 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     refused = set_many(bad, check=False)
     assert refused.returncode == 2 and "entry 1" in refused.stderr and ids[2] in refused.stderr
     assert "short" not in refused.stderr and bad[0]["secret"] not in refused.stderr
-    error_body(token_response(ho, new_id, bad[0]["secret"]), 401)
+    error_body(ho.ask_token(new_id, bad[0]["secret"]), 401)
     for junk, words in (("not json", "not JSON"), ('{"a": 1}', "JSON list"),
                         ('[{"store_id": "x", "secret": "0123456789abcdefg"}]', "not a UUID"),
                         (json.dumps([fleet_list[2], fleet_list[2]]), "listed twice")):

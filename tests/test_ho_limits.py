@@ -34,12 +34,6 @@ def ho(ho_stack, photo_factory):
     return stack
 
 
-def ask_token(ho, store_id: str, secret: str, headers: dict | None = None) -> requests.Response:
-    # No session: a new connection per request, so gunicorn hands them to either worker.
-    return requests.post(f"{ho.api}/auth/token/", json={"store_id": store_id, "secret": secret},
-                         headers=headers or {}, timeout=30)
-
-
 def test_wrong_secrets_slow_the_guesser_and_never_lock_out_the_store(ho):
     # Fails on the old code: after 10 wrong secrets from anyone, the store's own right
     # secret got 429 "retry in 294 s" and its run was refused (store ids are not secrets).
@@ -48,7 +42,7 @@ def test_wrong_secrets_slow_the_guesser_and_never_lock_out_the_store(ho):
     answers = []
     for attempt in range(30):
         # A client-chosen X-Forwarded-For changes nothing: no proxy is trusted by default.
-        answers.append(ask_token(ho, victim, f"guess-{attempt:04d}-" + "x" * 20,
+        answers.append(ho.ask_token(victim, f"guess-{attempt:04d}-" + "x" * 20,
                                  {"X-Forwarded-For": f"198.51.100.{attempt}"}))
     statuses = [r.status_code for r in answers]
     assert statuses == [401] * 10 + [429] * 20, statuses
@@ -63,11 +57,11 @@ def test_wrong_secrets_slow_the_guesser_and_never_lock_out_the_store(ho):
             (f"store:{victim}%",)).fetchall()}
     assert keys == {f"store:{victim}@127.0.0.1": 10}, keys
     # The store's right secret gets a token at once, from the very address that guessed.
-    granted = ask_token(ho, victim, victim_secret)
+    granted = ho.ask_token(victim, victim_secret)
     assert granted.status_code == 200, granted.text
     assert requests.get(f"{ho.api}/sync/product-photos/", timeout=30, headers={
         "Authorization": f"Bearer {granted.json()['access']}"}).status_code == 200
-    assert ask_token(ho, other, other_secret).status_code == 200
+    assert ho.ask_token(other, other_secret).status_code == 200
     # The address's own count stays: it still limits that address's guesses at any store.
     with ho.catalog() as conn:
         counted = conn.execute("SELECT count(*) AS n FROM auth_failure WHERE key = %s",
@@ -81,18 +75,18 @@ def test_failures_from_one_address_are_limited_behind_a_trusted_proxy(ho_stack):
     store_id, secret = proxied.add_store("behind-proxy")
     attacker = {"X-Forwarded-For": "203.0.113.7"}
     # Unknown store ids: each id is fresh, only the address adds up.
-    statuses = [ask_token(proxied, str(uuid.uuid4()), "y" * 32, attacker).status_code
+    statuses = [proxied.ask_token(str(uuid.uuid4()), "y" * 32, attacker).status_code
                 for _ in range(6)]
     assert statuses == [401] * 5 + [429]
-    blocked = ask_token(proxied, store_id, "wrong-" + secret, attacker)
+    blocked = proxied.ask_token(store_id, "wrong-" + secret, attacker)
     assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
     # The proxy appends the address it saw; what the client put in front is not believed.
     spoofed = {"X-Forwarded-For": "192.0.2.1, 203.0.113.7"}
-    assert ask_token(proxied, store_id, "wrong-" + secret, spoofed).status_code == 429
-    assert ask_token(proxied, store_id, "wrong-" + secret, {"X-Forwarded-For": "203.0.113.8"}) \
+    assert proxied.ask_token(store_id, "wrong-" + secret, spoofed).status_code == 429
+    assert proxied.ask_token(store_id, "wrong-" + secret, {"X-Forwarded-For": "203.0.113.8"}) \
         .status_code == 401
     # A store behind the attacker's address (one NAT) still gets in with its right secret.
-    assert ask_token(proxied, store_id, secret, attacker).status_code == 200
+    assert proxied.ask_token(store_id, secret, attacker).status_code == 200
 
 
 def test_status_reports_about_unknown_photos_are_not_stored(ho):
@@ -183,11 +177,11 @@ def test_an_api_newer_than_its_catalog_says_so_with_a_503(ho):
     with ho.catalog() as conn:
         conn.execute("DROP TABLE auth_failure")
     try:
-        early = ask_token(ho, store_id, secret)
+        early = ho.ask_token(store_id, secret)
         assert early.status_code == 503, early.text
         assert early.json()["error"] == "catalog_not_ready" and early.headers["Retry-After"]
     finally:
         ho.cli("init-db")
-    assert ask_token(ho, store_id, secret).status_code == 200
+    assert ho.ask_token(store_id, secret).status_code == 200
     log = ho.server.log_path.read_text(errors="replace")
     assert "photo-sync-ho init-db" in log and "Traceback" not in log

@@ -24,16 +24,6 @@ def ho(ho_stack, photo_factory):
     return stack
 
 
-def ask_token(ho, store_id: str, secret: str) -> requests.Response:
-    return requests.post(f"{ho.api}/auth/token/", json={"store_id": store_id, "secret": secret},
-                         timeout=30)
-
-
-def listing(ho, token: str) -> requests.Response:
-    return requests.get(f"{ho.api}/sync/product-photos/", timeout=30,
-                        headers={"Authorization": f"Bearer {token}"})
-
-
 def _scrypt_hash(secret: str) -> str:
     """A store secret hash in the format HO wrote before issue 19 (scrypt, n=2^14, r=8)."""
     salt = secrets.token_bytes(16)
@@ -55,17 +45,17 @@ def test_an_old_scrypt_hash_still_authenticates_and_is_upgraded(ho):
     with ho.catalog() as conn:
         conn.execute("UPDATE sync_store SET secret_hash = %s WHERE id = %s",
                      (_scrypt_hash(secret), store_id))
-    assert ask_token(ho, store_id, "wrong-" + secret).status_code == 401
+    assert ho.ask_token(store_id, "wrong-" + secret).status_code == 401
     assert _stored_hash(ho, store_id).startswith("scrypt$"), "a wrong secret upgrades nothing"
-    first = ask_token(ho, store_id, secret)
+    first = ho.ask_token(store_id, secret)
     assert first.status_code == 200, first.text
     upgraded = _stored_hash(ho, store_id)
     assert upgraded.startswith("hmac-sha256$"), upgraded.split("$")[0]
     assert secret not in upgraded
     # The upgraded hash keeps working, the old token too (no generation change).
-    assert ask_token(ho, store_id, secret).status_code == 200
-    assert ask_token(ho, store_id, "wrong-" + secret).status_code == 401
-    assert listing(ho, first.json()["access"]).status_code == 200
+    assert ho.ask_token(store_id, secret).status_code == 200
+    assert ho.ask_token(store_id, "wrong-" + secret).status_code == 401
+    assert ho.list_photos(first.json()["access"]).status_code == 200
 
 
 def _forged(ho, store_id: str, iat: int, exp: int) -> str:
@@ -84,18 +74,18 @@ def test_a_token_from_a_host_a_few_seconds_ahead_is_accepted(ho):
     # aborted its run.
     store_id, _ = ho.add_store("skewed")
     now = int(time.time())
-    ahead = listing(ho, _forged(ho, store_id, now + 5, now + 3600))
+    ahead = ho.list_photos(_forged(ho, store_id, now + 5, now + 3600))
     assert ahead.status_code == 200, ahead.text
     # The leeway (30 s by default) is small: a token expired longer ago is refused.
-    expired = listing(ho, _forged(ho, store_id, now - 3600, now - 120))
+    expired = ho.list_photos(_forged(ho, store_id, now - 3600, now - 120))
     assert expired.status_code == 401
     assert "expired" in expired.json()["detail"]
-    far_ahead = listing(ho, _forged(ho, store_id, now + 600, now + 3600))
+    far_ahead = ho.list_photos(_forged(ho, store_id, now + 600, now + 3600))
     assert far_ahead.status_code == 401
 
 
 def test_unknown_store_ids_are_refused_like_wrong_secrets(ho):
-    assert ask_token(ho, str(uuid.uuid4()), "z" * 43).status_code == 401
+    assert ho.ask_token(str(uuid.uuid4()), "z" * 43).status_code == 401
 
 
 def _photo_id(ho) -> str:
@@ -162,12 +152,12 @@ def test_a_read_only_catalog_keeps_reads_working_and_refuses_writes_with_503(ho_
     stack.server.stop()
     stack.server.start(wait_healthy=False)
     try:
-        fresh = ask_token(stack, store_id, secret)
+        fresh = stack.ask_token(store_id, secret)
         assert fresh.status_code == 200, fresh.text
-        wrong = ask_token(stack, store_id, "wrong-" + secret)
+        wrong = stack.ask_token(store_id, "wrong-" + secret)
         assert wrong.status_code == 401, wrong.text
         for token in (old_token, fresh.json()["access"]):
-            page = listing(stack, token)
+            page = stack.list_photos(token)
             assert page.status_code == 200, page.text
         photo = page.json()["photos"][0]
         auth = {"Authorization": f"Bearer {token}"}
