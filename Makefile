@@ -9,7 +9,7 @@ GATEWAY_PHOTOS ?= 300
 OPS_PHOTOS ?= 1000
 OPS_SMALL_PHOTOS ?= 10000
 
-.PHONY: help bootstrap test test-python test-fleet lint demo demo-local demo-down bench bench-fleet bench-gateway bench-ops bench-report wheels clean
+.PHONY: help bootstrap test test-python test-fleet lint collection collection-check demo demo-local demo-down bench bench-fleet bench-gateway bench-ops bench-report wheels clean
 
 help:
 	@echo "make demo   - bring up HO + 3 stores as containers and roll photo-sync out to them"
@@ -20,6 +20,8 @@ help:
 	@echo "make bench-ops - verify vs full sync, the store's photo server vs nginx"
 	@echo "make bench-report - regenerate bench/RESULTS.md from bench/results/*.json"
 	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
+	@echo "make collection - build the photosync.fleet collection tarball into build/"
+	@echo "make collection-check - build it, install it, ansible-test sanity, FQCN checks"
 
 bootstrap:
 	scripts/bootstrap.sh test,fleet
@@ -38,9 +40,17 @@ test: bootstrap
 	PYTEST_ARGS="$(PYTEST_XDIST) $(PYTEST_ARGS)" SCENARIOS="$(SCENARIOS)" scripts/test-stages.sh
 
 lint: bootstrap
-	$(VENV)/bin/ruff check src library module_utils tests bench
+	$(VENV)/bin/ruff check src library module_utils plugins tests bench scripts/build-collection.py scripts/ansible-test-get-pip.py
 	$(VENV)/bin/yamllint -s roles playbooks inventories molecule monitoring
 	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint roles playbooks
+
+# The photosync.fleet collection, assembled from library/, module_utils/, roles/ and
+# playbooks/ (scripts/build-collection.py), and checked as reviewers check one.
+collection: bootstrap
+	$(PY) scripts/build-collection.py
+
+collection-check: bootstrap
+	scripts/collection-check.sh
 
 # One Docker engine and one base image for every scenario of the run.
 test-fleet: bootstrap

@@ -24,17 +24,20 @@ description:
     (and, for I(state=reset), how many rows would change).
   - Runs with the photo-sync venv's interpreter (the C(photo_sync) package and psycopg 3).
 version_added: "0.1.0"
-author: photo-sync developers
+author: photo-sync developers (@photo-sync)
+extends_documentation_fragment:
+  - photo_sync.database
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Computes the same DDL and runs none of it.
+  diff_mode:
+    support: full
+    details: Shows the DDL the task runs (or, in check mode, would run).
+  platform:
+    platforms: posix
 options:
-  database_url:
-    description:
-      - libpq URL of the store database, e.g. C(postgresql:///edge?host=/var/run/postgresql).
-      - Taken from I(config) (C(PHOTO_SYNC_EDGE_DATABASE_URL)) when not given.
-      - Passed as a module option, it never appears on a command line or in the log.
-    type: str
-  config:
-    description: Path on the target of the agent's settings file (KEY=VALUE).
-    type: path
   table:
     description: Name of the photo table (a plain lower-case SQL identifier).
     type: str
@@ -65,10 +68,6 @@ options:
     type: list
     elements: str
     default: []
-notes:
-  - Supports check mode and diff mode.
-requirements:
-  - the photo_sync package (the photo-sync venv)
 """
 
 EXAMPLES = r"""
@@ -117,9 +116,8 @@ cleared:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync,
-                                                    run_engine)
+from ansible.module_utils.photo_sync_common import (
+    DATABASE_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
 
 
 def reset_result(counts, queries):

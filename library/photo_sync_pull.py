@@ -21,25 +21,21 @@ description:
     where the real run would (for example the delete guard).
   - Only one run at a time per database; the task fails when another run holds the lock.
 version_added: "0.1.0"
-author: photo-sync developers
+author: photo-sync developers (@photo-sync)
+extends_documentation_fragment:
+  - photo_sync.database
+  - photo_sync.ho
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Runs the sync and rolls its writes back; C(summary) and C(plan) say what a
+      real run would do.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  config:
-    description:
-      - Path on the target of the agent's settings file (KEY=VALUE, C(PHOTO_SYNC_EDGE_*)).
-      - Options given to the module override it.
-    type: path
-  database_url:
-    description: libpq URL of the store database.
-    type: str
-  ho_url:
-    description: Base URL of the head-office sync API, e.g. C(https://ho.example:8443).
-    type: str
-  store_id:
-    description: This store's UUID as registered at head office.
-    type: str
-  store_secret:
-    description: This store's secret at head office.
-    type: str
   mode:
     description: Which kind of run.
     type: str
@@ -66,27 +62,9 @@ options:
     description: Deliver the queued status reports to head office at the end.
     type: bool
     default: true
-  timeout:
-    description: HTTP timeout in seconds.
-    type: float
-  retries:
-    description: Retries of a failing HTTP request before the run gives up.
-    type: int
-  ca_bundle:
-    description:
-      - Path on the target of a PEM file with the CA that signed head office's certificate
-        (C(PHOTO_SYNC_EDGE_CA_BUNDLE)); the system's CAs when not given.
-    type: path
-  allow_http:
-    description:
-      - Permit C(http://) to a head office that is not on a loopback address
-        (C(PHOTO_SYNC_EDGE_ALLOW_HTTP)); without it such an I(ho_url) fails the task.
-    type: bool
 notes:
   - Supports check mode. C(changed) is the engine's - true only when a photo was (or, in
     check mode, would be) written or deleted.
-requirements:
-  - the photo_sync package (the photo-sync venv)
 """
 
 EXAMPLES = r"""
@@ -138,9 +116,8 @@ report_pending:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, HO_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync,
-                                                    run_engine)
+from ansible.module_utils.photo_sync_common import (
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
 
 COUNTS = ("listed", "downloaded", "unchanged", "updated", "deleted", "failed", "bytes",
           "duration", "status")

@@ -15,43 +15,19 @@ description:
   - In check mode nothing is sent; C(reported) tells how many reports a real run would
     deliver, and C(changed) is true when any are queued (a real run would deliver them).
 version_added: "0.1.0"
-author: photo-sync developers
-options:
-  config:
-    description: Path on the target of the agent's settings file (KEY=VALUE).
-    type: path
-  database_url:
-    description: libpq URL of the store database.
-    type: str
-  ho_url:
-    description: Base URL of the head-office sync API.
-    type: str
-  store_id:
-    description: This store's UUID as registered at head office.
-    type: str
-  store_secret:
-    description: This store's secret at head office.
-    type: str
-  timeout:
-    description: HTTP timeout in seconds.
-    type: float
-  retries:
-    description: Retries of a failing HTTP request.
-    type: int
-  ca_bundle:
-    description:
-      - Path on the target of a PEM file with the CA that signed head office's certificate
-        (C(PHOTO_SYNC_EDGE_CA_BUNDLE)); the system's CAs when not given.
-    type: path
-  allow_http:
-    description:
-      - Permit C(http://) to a head office that is not on a loopback address
-        (C(PHOTO_SYNC_EDGE_ALLOW_HTTP)); without it such an I(ho_url) fails the task.
-    type: bool
-notes:
-  - Supports check mode.
-requirements:
-  - the photo_sync package (the photo-sync venv)
+author: photo-sync developers (@photo-sync)
+extends_documentation_fragment:
+  - photo_sync.database
+  - photo_sync.ho
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Sends nothing; C(reported) says how many reports a real run would deliver.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
@@ -78,9 +54,8 @@ pending:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, HO_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync,
-                                                    run_engine)
+from ansible.module_utils.photo_sync_common import (
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
 
 
 ARGUMENT_SPEC = argument_spec(DATABASE_ARGS, HO_ARGS)

@@ -28,41 +28,20 @@ description:
     pull's options (mode, delete guard, bandwidth), downloads nothing, and its check mode is
     the comparison itself, not the dry run of a sync.
 version_added: "0.2.0"
-author: photo-sync developers
+author: photo-sync developers (@photo-sync)
+extends_documentation_fragment:
+  - photo_sync.database
+  - photo_sync.ho
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Compares only; C(changed) says whether a real run would mark photos for repair.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
 options:
-  config:
-    description:
-      - Path on the target of the agent's settings file (KEY=VALUE, C(PHOTO_SYNC_EDGE_*)).
-      - Options given to the module override it.
-    type: path
-  database_url:
-    description: libpq URL of the store database.
-    type: str
-  ho_url:
-    description: Base URL of the head-office sync API, e.g. C(https://ho.example:8443).
-    type: str
-  store_id:
-    description: This store's UUID as registered at head office.
-    type: str
-  store_secret:
-    description: This store's secret at head office.
-    type: str
-  timeout:
-    description: HTTP timeout in seconds.
-    type: float
-  retries:
-    description: Retries of a failing HTTP request before the verify gives up.
-    type: int
-  ca_bundle:
-    description:
-      - Path on the target of a PEM file with the CA that signed head office's certificate
-        (C(PHOTO_SYNC_EDGE_CA_BUNDLE)); the system's CAs when not given.
-    type: path
-  allow_http:
-    description:
-      - Permit C(http://) to a head office that is not on a loopback address
-        (C(PHOTO_SYNC_EDGE_ALLOW_HTTP)); without it such an I(ho_url) fails the task.
-    type: bool
   repair:
     description:
       - Mark the drift for the next sync run (C(photo-sync-edge verify --repair)). Check mode
@@ -76,8 +55,6 @@ options:
 notes:
   - Supports check mode - compares only; C(changed) then says whether a real run would mark
     photos for repair.
-requirements:
-  - the photo_sync package (the photo-sync venv)
 """
 
 EXAMPLES = r"""
@@ -136,9 +113,8 @@ duration:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.photo_sync_common import (DATABASE_ARGS, HO_ARGS, argument_spec,
-                                                    edge_settings, require_photo_sync,
-                                                    run_engine)
+from ansible.module_utils.photo_sync_common import (
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
 
 KINDS = ("missing", "extra", "stale", "corrupt")
 # What a repair marks; extras wait for a full pull's guarded delete.

@@ -16,12 +16,13 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 try:
-    import photo_sync  # noqa: F401
-    HAS_PHOTO_SYNC = True
-    PHOTO_SYNC_IMPORT_ERROR = None
+    import photo_sync
 except ImportError:
-    HAS_PHOTO_SYNC = False
+    photo_sync = None
     PHOTO_SYNC_IMPORT_ERROR = traceback.format_exc()
+else:
+    PHOTO_SYNC_IMPORT_ERROR = None
+HAS_PHOTO_SYNC = photo_sync is not None
 
 DATABASE_ARGS = dict(
     config=dict(type="path"),
@@ -56,7 +57,7 @@ OPTION_SETTINGS = (
 )
 # A setting named alone (not `NAME=value`, which quotes what a file or option held).
 SETTING_NAME = re.compile(r"\bPHOTO_SYNC_EDGE_(%s)\b(?!=)"
-                          % "|".join(k for _, k in OPTION_SETTINGS))
+                          % "|".join(key for option, key in OPTION_SETTINGS))
 
 
 def argument_spec(*parts, **extra):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make test`, stage by stage: lint, pytest, the Docker engine, then each molecule
+# `make test`, stage by stage: lint, the collection (build + ansible-test sanity), pytest, the Docker engine, then each molecule
 # scenario on its own. Every stage runs even when an earlier one failed (CI sees every
 # failure of a run, not just the first); the summary at the end gives each stage's result
 # and wall time, and the exit status is non-zero when any stage failed.
@@ -39,6 +39,7 @@ stage() {
 }
 
 stage lint make --no-print-directory lint
+stage collection scripts/collection-check.sh
 stage pytest .venv/bin/pytest "${pytest_args[@]}"
 # Molecule needs the engine; without it the scenarios cannot run and count as failed.
 if stage "docker engine" scripts/docker-engine.sh; then
