@@ -22,6 +22,7 @@ help:
 	@echo "make demo-local - the HO API and one edge pull on this machine, no containers"
 	@echo "make collection - build the photosync.fleet collection tarball into build/"
 	@echo "make collection-check - build it, install it, ansible-test sanity, FQCN checks"
+	@echo "make wheels - the wheelhouses the roles ship (build/wheels; the EE carries them)"
 
 bootstrap:
 	scripts/bootstrap.sh test,fleet
@@ -51,6 +52,11 @@ collection: bootstrap
 
 collection-check: bootstrap
 	scripts/collection-check.sh
+
+# The wheelhouses the roles ship to HO and the stores (what playbooks/build-wheels.yml
+# builds), in build/wheels; the execution environment carries them.
+wheels: bootstrap
+	$(PY) scripts/fleet-wheels.py . build/wheels
 
 # One Docker engine and one base image for every scenario of the run.
 test-fleet: bootstrap

@@ -12,6 +12,7 @@ import difflib
 import filecmp
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -35,7 +36,7 @@ def _build_script():
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("collection")
+    out = tmp_path_factory.mktemp("collection") / "build"
     assert _build_script().main(["--out", str(out)]) == 0
     return out
 
@@ -111,3 +112,31 @@ def test_modules_document_their_attributes(built):
     assert pull["attributes"]["check_mode"]["support"] == "full"
     assert pull["attributes"]["diff_mode"]["support"] == "none"
     assert schema["attributes"]["diff_mode"]["support"] == "full"
+
+
+def test_execution_environment_carries_the_collection_and_the_wheels(built, tmp_path):
+    """`ansible-builder create` (the build context, no image: this machine has no
+    registry to pull the base image from) from the repository's definition."""
+    root = built.parent  # `built` is <root>/build: the layout the definition expects
+    shutil.copy(ROOT / "execution-environment.yml", root)
+    wheels = subprocess.run([sys.executable, str(ROOT / "scripts/fleet-wheels.py"), str(ROOT),
+                             str(built / "wheels")],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert wheels.returncode == 0, wheels.stderr
+    context = tmp_path / "context"
+    create = subprocess.run([str(Path(sys.executable).parent / "ansible-builder"), "create",
+                             "-f", "execution-environment.yml", "-c", str(context)],
+                            capture_output=True, text=True, timeout=120, cwd=root, check=False)
+    assert create.returncode == 0, create.stdout + create.stderr
+    build = context / "_build"
+    requirements = yaml.safe_load((build / "requirements.yml").read_text())
+    names = {entry["name"] for entry in requirements["collections"]}
+    assert {"/build/photosync-fleet", "community.postgresql", "ansible.posix",
+            "community.crypto"} <= names
+    galaxy = yaml.safe_load((build / "photosync-fleet/galaxy.yml").read_text())
+    assert galaxy["version"] == photo_sync.__version__
+    assert list((build / "wheels/photo-sync").glob(
+        f"photo_sync-{photo_sync.__version__}-*.whl"))
+    containerfile = next(context.glob("[CD]*file")).read_text()
+    assert "COPY _build/wheels /usr/share/photo-sync/wheels" in containerfile
+    assert "ansible-galaxy collection install" in containerfile
