@@ -42,7 +42,7 @@ test: bootstrap
 
 lint: bootstrap
 	$(VENV)/bin/ruff check src library module_utils plugins tests bench scripts/build-collection.py scripts/ansible-test-get-pip.py
-	$(VENV)/bin/yamllint -s roles playbooks inventories molecule monitoring
+	$(VENV)/bin/yamllint -s roles playbooks inventories molecule monitoring collection execution-environment.yml
 	ANSIBLE_CONFIG=$(CURDIR)/ansible.cfg $(VENV)/bin/ansible-lint roles playbooks
 
 # The photosync.fleet collection, assembled from library/, module_utils/, roles/ and
