@@ -522,24 +522,25 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
     # Check mode first: it says what it would create, and writes nothing.
     dry = ho.cli("store", "set-many", "--json", "--dry-run", input=json.dumps(fleet_list))
     assert json.loads(dry.stdout) == {"changed": True, "created": ids, "updated": [],
-                                      "unchanged": 0, "disabled": [], "dry_run": True}
+                                      "enabled": [], "disabled_now": [], "unchanged": 0,
+                                      "disabled": [], "dry_run": True}
     error_body(ho.ask_token(ids[0], secrets_[0]), 401)
 
     first = json.loads(set_many(fleet_list).stdout)
-    assert first == {"changed": True, "created": ids, "updated": [], "unchanged": 0,
-                     "disabled": [], "dry_run": False}
+    assert first == {"changed": True, "created": ids, "updated": [], "enabled": [],
+                     "disabled_now": [], "unchanged": 0, "disabled": [], "dry_run": False}
     assert all(ho.ask_token(i, s).status_code == 200 for i, s in zip(ids, secrets_))
     assert json.loads(set_many(fleet_list).stdout) == {
-        "changed": False, "created": [], "updated": [], "unchanged": 3, "disabled": [],
-        "dry_run": False}
+        "changed": False, "created": [], "updated": [], "enabled": [], "disabled_now": [],
+        "unchanged": 3, "disabled": [], "dry_run": False}
 
     # One store disabled by an operator, one given a new secret: the list changes only those,
     # and never enables the disabled one.
     assert ho.cli("store", "disable", ids[0]).returncode == 0
     fleet_list[1]["secret"] = "vault-secret-" + uuid.uuid4().hex
     again = json.loads(set_many(fleet_list).stdout)
-    assert again == {"changed": True, "created": [], "updated": [ids[1]], "unchanged": 2,
-                     "disabled": [ids[0]], "dry_run": False}
+    assert again == {"changed": True, "created": [], "updated": [ids[1]], "enabled": [],
+                     "disabled_now": [], "unchanged": 2, "disabled": [ids[0]], "dry_run": False}
     error_body(ho.ask_token(ids[0], secrets_[0]), 401)
     error_body(ho.ask_token(ids[1], secrets_[1]), 401)
     assert ho.ask_token(ids[1], fleet_list[1]["secret"]).status_code == 200
@@ -560,3 +561,15 @@ def test_store_set_many_registers_a_fleet_in_one_transaction(ho):
         assert result.returncode == 2 and words in result.stderr, (junk, result.stderr)
     text = ho.cli("store", "set-many", input=json.dumps(fleet_list)).stdout
     assert text.startswith("stores: 0 created, 0 updated, 3 unchanged; disabled")
+
+    # An explicit state enables or disables, in the same transaction; `registered`
+    # (no state) leaves a store as an operator set it.
+    fleet_list[0]["state"], fleet_list[2]["state"] = "enabled", "disabled"
+    states = json.loads(set_many(fleet_list).stdout)
+    assert (states["enabled"], states["disabled_now"], states["disabled"], states["unchanged"]) \
+        == ([ids[0]], [ids[2]], [ids[2]], 1)
+    assert ho.ask_token(ids[0], secrets_[0]).status_code == 200
+    error_body(ho.ask_token(ids[2], secrets_[2]), 401)
+    fleet_list[1]["state"] = "paused"
+    refused = set_many(fleet_list, check=False)
+    assert refused.returncode == 2 and "'paused' is not one of" in refused.stderr

@@ -42,6 +42,7 @@ pg_bytea_schema = _load("pg_bytea_schema", ROOT / "library" / "pg_bytea_schema.p
 photo_sync_pull = _load("photo_sync_pull", ROOT / "library" / "photo_sync_pull.py")
 photo_sync_report = _load("photo_sync_report", ROOT / "library" / "photo_sync_report.py")
 photo_sync_verify = _load("photo_sync_verify", ROOT / "library" / "photo_sync_verify.py")
+photo_sync_store = _load("photo_sync_store", ROOT / "library" / "photo_sync_store.py")
 
 
 @pytest.fixture
@@ -313,7 +314,8 @@ def test_tls_options_reach_the_engine_settings(tmp_path, run_main):
 # Documentation ------------------------------------------------------------------------
 
 MODULES = {"pg_bytea_schema": pg_bytea_schema, "photo_sync_pull": photo_sync_pull,
-           "photo_sync_report": photo_sync_report, "photo_sync_verify": photo_sync_verify}
+           "photo_sync_report": photo_sync_report, "photo_sync_verify": photo_sync_verify,
+           "photo_sync_store": photo_sync_store}
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import psycopg
 
 from photo_sync import db
 from photo_sync.errors import ConfigError, PhotoSyncError
-from photo_sync.ho import catalog, fleet
+from photo_sync.ho import catalog, fleet, stores
 from photo_sync.ho.importer import import_directory, read_product_map
 from photo_sync.ho.settings import PREFIX, HOSettings
 from photo_sync.ho.storage import Storage
@@ -66,10 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help='print {"store_id", "result", "changed", "enabled"}')
     many = store_sub.add_parser(
         "set-many", help="`store set` for many stores in one transaction: a JSON list of "
-        '{"store_id", "name", "secret"} on stdin (what a rollout runs once for the fleet)')
+        '{"store_id", "name", "secret"[, "state"]} on stdin; state registered (the default: '
+        "never enables a disabled store), enabled or disabled (what the photo_sync_store "
+        "module does for a rollout)")
     many.add_argument("--json", action="store_true",
-                      help='print {"changed", "created", "updated", "unchanged", "disabled", '
-                           '"dry_run"}')
+                      help='print {"changed", "created", "updated", "enabled", "disabled_now", '
+                           '"unchanged", "disabled" (stores left disabled), "dry_run"}')
     many.add_argument("--dry-run", action="store_true",
                       help="say what would be created and updated, and write nothing (Ansible's "
                            "check mode)")
@@ -184,7 +186,7 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
         secret = sys.stdin.readline().strip()
         if not _secret_ok(secret):
             raise ConfigError("the store secret on stdin must be at least "
-                              f"{MIN_SECRET_CHARS} characters")
+                              f"{stores.MIN_SECRET_CHARS} characters")
         with conn.transaction():
             result, enabled = catalog.set_store(conn, args.store_id, args.name, secret)
         if args.json:
@@ -227,15 +229,12 @@ def _store_command(conn: psycopg.Connection, args: argparse.Namespace) -> int:
     return 0
 
 
-MIN_SECRET_CHARS = 16
-
-
 def _secret_ok(secret: str) -> bool:
-    """Whether a store secret given to `store set` or `store set-many` is long enough."""
-    return len(secret) >= MIN_SECRET_CHARS
+    """Whether a store secret given to `store set` is long enough."""
+    return stores.secret_ok(secret)
 
 
-def _read_store_list(text: str) -> list[tuple[uuid.UUID, str, str]]:
+def _read_store_list(text: str) -> list[stores.Entry]:
     """The stores of `store set-many`'s stdin, checked whole before anything is written.
     Errors name the entry and the store, never a secret."""
     try:
@@ -246,54 +245,26 @@ def _read_store_list(text: str) -> list[tuple[uuid.UUID, str, str]]:
     if not isinstance(entries, list):
         raise ConfigError('store set-many: stdin must be a JSON list of {"store_id", "name", '
                           '"secret"}')
-    stores, seen = [], set()
-    for index, entry in enumerate(entries):
-        where = f"store set-many: entry {index}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f'{where} is not an object with "store_id" and "secret"')
-        try:
-            store_id = uuid.UUID(str(entry.get("store_id")))
-        except ValueError:
-            raise ConfigError(f"{where}: store_id {str(entry.get('store_id'))[:60]!r} is not "
-                              "a UUID") from None
-        secret, name = entry.get("secret"), entry.get("name") or ""
-        if not isinstance(secret, str) or not _secret_ok(secret.strip()):
-            raise ConfigError(f"{where} (store {store_id}): the secret must be a string of at "
-                              f"least {MIN_SECRET_CHARS} characters")
-        if not isinstance(name, str):
-            raise ConfigError(f"{where} (store {store_id}): the name must be a string")
-        if store_id in seen:
-            raise ConfigError(f"{where}: store {store_id} is listed twice")
-        seen.add(store_id)
-        stores.append((store_id, name, secret.strip()))
-    return stores
+    return stores.parse_entries(entries, where="store set-many")
 
 
 def _set_many(conn: psycopg.Connection, args: argparse.Namespace) -> int:
-    stores = _read_store_list(sys.stdin.read())
-    outcome: dict[str, list[str]] = {"created": [], "updated": [], "unchanged": [],
-                                     "disabled": []}
     # One transaction: a list that fails half-way registers none of it; a dry run is the
     # same work, rolled back.
-    with conn.transaction():
-        for store_id, name, secret in stores:
-            result, enabled = catalog.set_store(conn, store_id, name, secret)
-            outcome[result].append(str(store_id))
-            if not enabled:
-                outcome["disabled"].append(str(store_id))
-        if args.dry_run:
-            raise psycopg.Rollback()
-    changed = bool(outcome["created"] or outcome["updated"])
+    outcome = stores.apply(conn, _read_store_list(sys.stdin.read()), dry_run=args.dry_run)
     if args.json:
-        _print_json({"changed": changed, "created": outcome["created"],
-                     "updated": outcome["updated"], "unchanged": len(outcome["unchanged"]),
-                     "disabled": outcome["disabled"], "dry_run": args.dry_run})
+        _print_json({"changed": outcome["changed"], "created": outcome["created"],
+                     "updated": outcome["updated"], "enabled": outcome["enabled"],
+                     "disabled_now": outcome["disabled"], "unchanged": outcome["unchanged"],
+                     "disabled": outcome["inactive"], "dry_run": args.dry_run})
     else:
         print(("dry run, nothing written; " if args.dry_run else "")
               + f"stores: {len(outcome['created'])} created, {len(outcome['updated'])} updated, "
-              f"{len(outcome['unchanged'])} unchanged"
+              f"{outcome['unchanged']} unchanged"
+              + "".join(f", {len(outcome[state])} {state}" for state in ("enabled", "disabled")
+                        if outcome[state])
               + (f"; disabled (`photo-sync-ho store enable` enables them): "
-                 f"{', '.join(outcome['disabled'])}" if outcome["disabled"] else ""))
+                 f"{', '.join(outcome['inactive'])}" if outcome["inactive"] else ""))
     return 0
 
 
