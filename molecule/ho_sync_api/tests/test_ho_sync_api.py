@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-testinfra_hosts = ["ansible://all"]
+testinfra_hosts = ["ansible://psync-mol-ho"]
 
 UNIT = "photo-sync-ho"
 

@@ -3,7 +3,10 @@
 Every call goes through the agent's one HTTP client (`photo_sync.edge.http`): retries with
 exponential backoff and jitter on connection errors and 5xx; honours 429 Retry-After;
 renews the token once on a 401. When HO stays unreachable the run is aborted
-(HOUnreachable) rather than marking every photo failed.
+(HOUnreachable) rather than marking every photo failed. PHOTO_SYNC_EDGE_HO_URL may list
+several gateways: a request moves on to the next when the one in use gives no answer or
+answers 502/504, without spending a retry, and later requests stay there
+(`http.failover`); the error when every one fails names each URL and why.
 
 Whatever HO (or a presigned S3 URL) sends, the agent's memory and time stay bounded:
 
@@ -39,9 +42,10 @@ from photo_sync.edge.http.body import (Cut, RateLimiter, content_length, encodin
                                        read_photo)
 from photo_sync.edge.http.client import HTTPClient, Response
 from photo_sync.edge.http.errors import BodyBroken, NoAnswer
+from photo_sync.edge.http.failover import GATEWAY_STATUSES, Gateways
 from photo_sync.edge.http.retry import MAX_THROTTLED, Backoff, retry_after
 from photo_sync.edge.http.watchdog import WATCHDOG, Watch
-from photo_sync.edge.settings import DEFAULT_MAX_PHOTO_BYTES, DEFAULT_MIN_RATE, origin_of
+from photo_sync.edge.settings import DEFAULT_MAX_PHOTO_BYTES, DEFAULT_MIN_RATE, ho_urls, origin_of
 from photo_sync.errors import HOError, HOUnreachable
 from photo_sync.protocol import Checksums
 
@@ -135,6 +139,16 @@ def _error_of(response: Response, watch: Watch) -> HOError:
     return HOError(status, code[:100], detail[:500])
 
 
+def _at(tried: dict, how: str = "") -> str:
+    """Where a request failed, for its error: `at URL (why)`, or each URL tried and why."""
+    how = f" {how}" if how else ""
+    if len(tried) == 1:
+        ((url, why),) = tried.items()
+        return f"at {url}{how} ({why})"
+    return (f"at any of its {len(tried)} URLs{how} ("
+            + "; ".join(f"{url}: {why}" for url, why in tried.items()) + ")")
+
+
 def _verify(sums: Checksums, md5: str, sha256: str | None, source: str) -> None:
     if not md5:
         raise VerificationError(f"{source} gave no MD5 checksum")
@@ -167,8 +181,7 @@ class HOClient:
                  max_photo_bytes: int = DEFAULT_MAX_PHOTO_BYTES,
                  min_rate: int = DEFAULT_MIN_RATE, ca_bundle: str = "",
                  presigned_origin: str = ""):
-        self.base_url = base_url.rstrip("/")
-        self.api = self.base_url + protocol.API_PREFIX
+        self.gateways = Gateways(ho_urls(base_url))
         self.store_id = store_id
         self._secret = secret
         self.timeout_s = timeout
@@ -187,6 +200,11 @@ class HOClient:
                                read_timeout=timeout, pool_size=pool_size)
         self._token: str | None = None
         self._token_lock = threading.Lock()
+
+    @property
+    def base_url(self) -> str:
+        """The HO URL requests go to now (of PHOTO_SYNC_EDGE_HO_URL's one or several)."""
+        return self.gateways.current
 
     def close(self) -> None:
         """Close the pooled connections."""
@@ -235,47 +253,63 @@ class HOClient:
         within TIMEOUT (else it counts as a timeout, and is retried), all of it within
         `seconds`; the answer that is not retried goes to `read(response, watch)` within
         that deadline, and its result is returned."""
-        url = self.api + path + (f"?{urllib.parse.urlencode(params)}" if params else "")
+        target = protocol.API_PREFIX + path + (
+            f"?{urllib.parse.urlencode(params)}" if params else "")
         body = json.dumps(json_body).encode() if json_body is not None else None
         extra_headers = {"Content-Type": "application/json"} if body is not None else {}
         renewed = False
         attempt = 0
         throttled = 0
+        tried: dict[str, str] = {}  # HO URL -> why it failed, in this round of tries
+        tls_failed: set[str] = set()
         while True:
             headers = dict(extra_headers)
             if authenticated:
                 auth = self._auth_header()
                 headers.update(auth)
+            base = self.gateways.pick(tried)
             with WATCHDOG.start(seconds, self.timeout_s) as watch:
                 try:
-                    response = self.http.request(method, url, watch=watch, headers=headers,
-                                                 body=body)
+                    response = self.http.request(method, base + target, watch=watch,
+                                                 headers=headers, body=body)
                 except NoAnswer as exc:
+                    tried[base] = exc.tls or (
+                        f"no answer within PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s"
+                        if exc.timed_out else exc.reason)
                     if exc.tls:
+                        tls_failed.add(base)
+                    if len(tried) < len(self.gateways):
+                        self.gateways.failed(base)  # another gateway, at once
+                        continue
+                    if tls_failed == set(tried):
                         # Not retried: a certificate does not fix itself between tries.
                         raise HOUnreachable(
-                            f"cannot reach HO API at {self.base_url} over TLS "
-                            f"({exc.tls}): set PHOTO_SYNC_EDGE_CA_BUNDLE to the PEM "
+                            f"cannot reach HO API {_at(tried, 'over TLS')}: set "
+                            "PHOTO_SYNC_EDGE_CA_BUNDLE to the PEM "
                             "file of the CA that signed HO's certificate, and check that "
                             "PHOTO_SYNC_EDGE_HO_URL names the host the certificate is for"
                             ) from None
                     if attempt >= self.retries:
-                        reason = (f"no answer within PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s"
-                                  if exc.timed_out else exc.reason)
-                        raise HOUnreachable(f"cannot reach HO API at {self.base_url} "
-                                            f"({reason}) after {attempt + 1} tries: "
-                                            "check PHOTO_SYNC_EDGE_HO_URL and the WAN link"
-                                            ) from None
+                        raise HOUnreachable(f"cannot reach HO API {_at(tried)} after "
+                                            f"{attempt + 1} tries: check "
+                                            "PHOTO_SYNC_EDGE_HO_URL and the WAN link") from None
+                    self.gateways.failed(base)
+                    tried, tls_failed = {}, set()
                     self._backoff.sleep(attempt)
                     attempt += 1
                     continue
                 try:
                     status = response.status
+                    if status in GATEWAY_STATUSES and len(tried) + 1 < len(self.gateways):
+                        # This gateway cannot reach the API hosts; another may.
+                        tried[base] = f"answered {status}"
+                        self.gateways.failed(base)
+                        continue
                     retried = (status == 401 and authenticated and not renewed) or (
                         status == 429 or status >= 500)
                     if not retried:
                         if status == 401 and authenticated:
-                            raise HOUnreachable(f"HO at {self.base_url} refuses this store's "
+                            raise HOUnreachable(f"HO at {base} refuses this store's "
                                                 "token: is the store disabled or its secret "
                                                 "rotated?")
                         return read(response, watch)
@@ -293,8 +327,15 @@ class HOClient:
                 time.sleep(retry_after(response.headers, self.backoff))
                 continue
             if attempt >= self.retries:
-                raise HOUnreachable(f"HO API at {self.base_url} keeps answering {status} "
+                if tried:  # every gateway answered 502 or 504
+                    raise HOUnreachable(
+                        f"HO API {_at({**tried, base: f'answered {status} ({error.code})'})} "
+                        f"after {attempt + 1} tries", status)
+                raise HOUnreachable(f"HO API at {base} keeps answering {status} "
                                     f"({error.code}) after {attempt + 1} tries", status)
+            if status in GATEWAY_STATUSES:
+                self.gateways.failed(base)
+            tried, tls_failed = {}, set()
             if status in (429, 503) and "Retry-After" in response.headers:
                 time.sleep(retry_after(response.headers, self.backoff * 2 ** attempt))
             else:

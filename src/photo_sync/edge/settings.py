@@ -21,10 +21,21 @@ DEFAULT_MIN_RATE = 16 * 1024
 
 
 def _ho_url(raw: str) -> str:
-    url = raw.rstrip("/")
-    if url and not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{PREFIX}HO_URL={url!r} must start with http:// or https://")
-    return url
+    # One URL, or the gateways of a pair (or more) separated by commas: the agent keeps to
+    # the first that answers and moves on when it stops (HOClient, docs/runbook-failover.md).
+    urls = [part.strip().rstrip("/") for part in raw.split(",")]
+    if raw.strip() and not all(urls):
+        raise ConfigError(f"{PREFIX}HO_URL={raw!r} has an empty entry: give one URL, or "
+                          "several separated by commas")
+    for url in urls:
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{PREFIX}HO_URL={url!r} must start with http:// or https://")
+    return ",".join(urls)
+
+
+def ho_urls(ho_url: str) -> list[str]:
+    """The URLs of a PHOTO_SYNC_EDGE_HO_URL setting (one, or several separated by commas)."""
+    return [url for url in ho_url.split(",") if url]
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,7 @@ class EdgeSettings:
     Each field is read from PHOTO_SYNC_EDGE_<FIELD NAME> by `load` (`config.read_fields`):
     its default, bounds and check are written here, once."""
     database_url: str = setting(hint="the store's PostgreSQL, a libpq URL")
+    # one URL or several, comma-separated (a gateway pair)
     ho_url: str = setting("", parse=_ho_url, hint="e.g. https://ho.example:8443")
     store_id: str = setting("", hint="this store's UUID as registered at HO")
     store_secret: str = setting("", hint="the secret HO printed when the store was added")
@@ -76,8 +88,8 @@ class EdgeSettings:
             except ValueError:
                 raise ConfigError(f"{PREFIX}STORE_ID={values['store_id']!r} is not a UUID"
                                   ) from None
-        if values["ho_url"]:
-            _require_tls("HO_URL", values["ho_url"], values["allow_http"])
+        for url in ho_urls(values["ho_url"]):
+            _require_tls("HO_URL", url, values["allow_http"])
         values["presigned_origin"] = _origin_setting(values["presigned_origin"],
                                                      values["allow_http"])
         values["presigned"] = values["presigned"] and bool(values["presigned_origin"])
