@@ -521,6 +521,15 @@ class EdgeStore:
         self.conn.commit()
         return int(n)
 
+    def data_directory(self) -> str | None:
+        """PostgreSQL's data directory (for the storage alert's file system), or None when
+        this role may not see it: pg_settings hides it from roles that are neither
+        superuser nor members of pg_read_all_settings."""
+        row = self.conn.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'data_directory'").fetchone()
+        self.conn.commit()
+        return row["setting"] if row else None
+
     @staticmethod
     def serve_photo(conn, table: str, photo_id: uuid.UUID, with_bytes: bool) -> dict | None:
         """One photo for the store's photo server; `data` only when `with_bytes` and the
