@@ -7,6 +7,7 @@ changes mid-run, and the agent logs the window it applied."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 
 import pytest
@@ -19,6 +20,7 @@ from photo_sync.edge.engine import SyncRun
 from photo_sync.edge.http.body import RateLimiter
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.errors import ConfigError
+from support.role_probe import run_probes, task_results
 
 K, M = 1024, 1024 * 1024
 
@@ -241,3 +243,27 @@ def test_the_agent_logs_the_window_it_applies(ho, make_edge):
         in result.stderr, result.stderr
     assert_edge_matches_ho(edge, ho)
 
+
+
+@pytest.mark.parametrize("value, at_noon", [
+    ("08:00,512k 20:00,off", 512 * K),
+    (2000000, 2_000_000),  # today's inventories: an int, bytes per second
+], ids=["timetable", "plain-rate"])
+def test_the_role_writes_a_timetable_the_agent_reads_back(tmp_path, value, at_noon):
+    """The store's inventory value, through the role's edge.env.j2, read as the agent reads
+    its --config file (the same file systemd's EnvironmentFile= reads)."""
+    env_file = tmp_path / "edge.env"
+    tasks = [{"name": "Render the agent's settings",
+              "ansible.builtin.template": {"src": "edge.env.j2", "dest": str(env_file),
+                                           "mode": "0600"}}]
+    host_vars = {"edge_photo_sync_bandwidth_limit": value,
+                 "edge_photo_sync_ho_url": "https://ho.example",
+                 "edge_photo_sync_store_id": "6f1c1d4e-43a4-4f61-9d0b-3c1f6f0f2a11",
+                 "edge_photo_sync_store_secret": "not-a-real-secret"}
+    results = task_results(run_probes(tmp_path, {("edge_photo_sync", "probe_env.yml"): tasks},
+                                      args=("-e", json.dumps(host_vars))))
+    assert not results["Render the agent's settings"].get("failed"), results
+    settings = EdgeSettings.load(config_file=str(env_file), environ={})
+    assert settings.bandwidth_limit.rate_at(dt.time(12, 0)) == at_noon
+    assert settings.bandwidth_limit.rate_at(dt.time(21, 0)) == (0 if isinstance(value, str)
+                                                                else at_noon)
