@@ -22,6 +22,8 @@ import pytest
 import yaml
 
 from conftest import BIN
+from photo_sync.edge.settings import EdgeSettings
+from photo_sync.edge.store import EdgeStore
 from support.faultproxy import FaultProxy
 from test_alerts import RULES, promtool
 
@@ -162,3 +164,24 @@ def test_the_textfile_names_the_database_file_system(ho, make_edge, tmp_path):
     assert found == [f'photo_sync_database_filesystem_info{{mountpoint="{mount}"}}'], found
     assert re.search(r'^photo_sync_database_filesystem_info\{mountpoint="[^"]+"\} 1$',
                      metrics_file.read_text(), re.M)
+
+
+def test_a_role_that_may_not_see_the_data_directory_gets_none(ho, make_edge):
+    """The agent's usual role (no superuser, no pg_read_all_settings) is not told where
+    the data lives: no filesystem series rather than a wrong one, and the rule falls back
+    to a /var/lib/postgresql* mount."""
+    edge = make_edge(ho)
+    with edge.db() as conn:
+        conn.execute("DROP ROLE IF EXISTS photo_sync_plain")
+        conn.execute("CREATE ROLE photo_sync_plain NOLOGIN NOSUPERUSER")
+    store = EdgeStore.from_settings(EdgeSettings.load(environ=edge.env))
+    try:
+        assert store.data_directory()  # as the test bed's superuser
+        store.conn.execute("SET ROLE photo_sync_plain")
+        assert store.data_directory() is None
+        store.conn.execute("RESET ROLE")
+        store.conn.execute("GRANT pg_read_all_settings TO photo_sync_plain")
+        store.conn.execute("SET ROLE photo_sync_plain")
+        assert store.data_directory()
+    finally:
+        store.close()
