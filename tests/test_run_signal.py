@@ -25,6 +25,7 @@ from conftest import BIN
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore
 from support.faultproxy import FaultProxy
+from support.textfile import samples
 from test_alerts import RULES, promtool
 
 COUNT = 6
@@ -37,16 +38,6 @@ def ho(ho_stack, photo_factory):
     stack.import_dir(photo_factory(COUNT, seed=61, **SMALL))
     yield stack
     stack.server.stop()
-
-
-def samples(path) -> dict[str, float]:
-    """{'name{labels}': value} of a textfile."""
-    out = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
-    return out
 
 
 def start_pull(edge) -> subprocess.Popen:
