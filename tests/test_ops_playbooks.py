@@ -288,6 +288,8 @@ def test_monitoring_playbook_adds_a_scrape_job_for_the_api_hosts(tmp_path):
     assert check.returncode == 0, check.stdout + check.stderr
     again = playbook("monitoring.yml", inventory, *args)
     assert again.returncode == 0 and re.search(r"changed=0\b", again.stdout), again.stdout
+    dry = playbook("monitoring.yml", inventory, *args, "--check", "--diff")
+    assert dry.returncode == 0 and re.search(r"changed=0\b", dry.stdout), dry.stdout
 
 
 def test_monitoring_playbook_leaves_prometheus_config_alone_without_api_hosts(tmp_path):

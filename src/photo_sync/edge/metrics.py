@@ -131,9 +131,9 @@ def _label_value(text: str) -> str:
 
 def mountpoint_of(path: str) -> str | None:
     """The mount point of the file system holding `path` (as node_exporter's `mountpoint`
-    label names it), or None when `path` is not on this machine (a database on another
-    host) or cannot be looked at. Only the path and its parents are stat()ed, so a data
-    directory the agent may not enter (PostgreSQL's is 0700) still answers."""
+    label names it), or None when `path` does not exist here or cannot be looked at. Only
+    the path and its parents are stat()ed, so a data directory the agent may not enter
+    (PostgreSQL's is 0700) still answers."""
     try:
         current = os.path.realpath(path)
         device = os.stat(current).st_dev
