@@ -42,7 +42,7 @@ def rule_exprs() -> dict[str, str]:
 def test_rules_are_valid():
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_each_alert_fires_where_it_should_and_only_there():
@@ -74,8 +74,9 @@ def _status() -> dict:
 
 def test_the_agent_writes_every_series_the_rules_read():
     text = (metrics.render(_summary(listed=10, downloaded=8, failed=2), _status(),
-                           database_bytes=1000)
-            + metrics.render_verify(VerifyResult(corrupt=["x"])))
+                           database_bytes=1000, database_dir=str(MONITORING))
+            + metrics.render_verify(VerifyResult(corrupt=["x"]))
+            + metrics.render_run("full", 1_800_000_000, running=True))
     written = set(re.findall(r"^(photo_sync_\w+)", text, re.M))
     # Metric names, not the quoted job names that also start with photo_sync_.
     read = set(re.findall(r'(?<!["\w])(photo_sync_\w+)(?![\w"])',

@@ -212,3 +212,93 @@ def test_monitoring_playbook_refuses_rules_promtool_rejects(prometheus_host, tmp
     assert run.returncode != 0
     assert "failed to validate" in run.stdout, run.stdout[-3000:]
     assert not (rules_dir / "photo-sync.rules.yml").exists()
+    assert not (rules_dir / "broken.rules.yml").exists()
+
+
+def test_monitoring_playbook_installs_every_rules_file_of_the_checkout(prometheus_host, tmp_path):
+    """Every monitoring/*.rules.yml beside the playbook, by the glob: a checkout with a
+    second rules file (the HO's) gets both installed."""
+    inventory, rules_dir = prometheus_host
+    checkout = tmp_path / "checkout"
+    (checkout / "playbooks").mkdir(parents=True)
+    shutil.copy(ROOT / "playbooks" / "monitoring.yml", checkout / "playbooks")
+    (checkout / "monitoring").mkdir()
+    shutil.copy(ROOT / "monitoring" / "photo-sync.rules.yml", checkout / "monitoring")
+    (checkout / "monitoring" / "photo-sync-ho.rules.yml").write_text(
+        "groups:\n  - name: ho\n    rules:\n      - alert: HOTest\n        expr: up == 0\n")
+    (checkout / "monitoring" / "notes.yml").write_text("not: rules\n")
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inventory),
+                          str(checkout / "playbooks" / "monitoring.yml"),
+                          "-e", f"photo_sync_prometheus_rules_dir={rules_dir}",
+                          "-e", "photo_sync_prometheus_service="],
+                         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert sorted(path.name for path in rules_dir.iterdir()) == [
+        "photo-sync-ho.rules.yml", "photo-sync.rules.yml"]
+    assert (rules_dir / "photo-sync-ho.rules.yml").read_text().endswith("expr: up == 0\n")
+
+
+PROMETHEUS_YML = """# the operator's own configuration
+global:
+  scrape_interval: 15s
+rule_files:
+  - /etc/prometheus/rules/*.yml
+scrape_configs:
+  - job_name: node
+    static_configs:
+      - targets: ['localhost:9100']
+"""
+
+
+def api_inventory(tmp_path: Path, api_hosts: dict | None) -> Path:
+    groups = {"prometheus": {"hosts": {"prom-1": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}
+    if api_hosts is not None:
+        groups["ho_api"] = {"hosts": api_hosts}
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": groups}}))
+    return inventory
+
+
+def test_monitoring_playbook_adds_a_scrape_job_for_the_api_hosts(tmp_path):
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS_YML)
+    inventory = api_inventory(tmp_path, {
+        "ho-1": {"ansible_host": "10.0.0.5", "ho_sync_api_metrics_bind": "0.0.0.0:9108"},
+        "ho-2": None,  # the default bind, 127.0.0.1:9108: not reachable from prom-1
+        "ho-3": {"ho_sync_api_metrics_bind": "192.0.2.7:9200"},
+        "ho-4": {"ho_sync_api_metrics_bind": "[::]:9108"},
+    })
+    args = ["-e", f"photo_sync_prometheus_rules_dir={tmp_path / 'rules'}",
+            "-e", "photo_sync_prometheus_service=",
+            "-e", f"photo_sync_prometheus_config={config}"]
+    first = playbook("monitoring.yml", inventory, *args)
+    assert first.returncode == 0, first.stdout[-3000:]
+    written = yaml.safe_load(config.read_text())
+    jobs = {job["job_name"]: job for job in written["scrape_configs"]}
+    assert jobs["node"]["static_configs"] == [{"targets": ["localhost:9100"]}]
+    assert jobs["photo_sync_ho"]["metrics_path"] == "/metrics"
+    assert jobs["photo_sync_ho"]["static_configs"] == [
+        {"targets": ["10.0.0.5:9108", "ho-2:9108", "192.0.2.7:9200", "ho-4:9108"]}]
+    assert written["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+    assert "ho-2: the HO metrics endpoint listens on loopback only" in first.stdout
+    check = subprocess.run([shutil.which("promtool") or "promtool", "check", "config",
+                            str(config)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    again = playbook("monitoring.yml", inventory, *args)
+    assert again.returncode == 0 and re.search(r"changed=0\b", again.stdout), again.stdout
+    dry = playbook("monitoring.yml", inventory, *args, "--check", "--diff")
+    assert dry.returncode == 0 and re.search(r"changed=0\b", dry.stdout), dry.stdout
+
+
+def test_monitoring_playbook_leaves_prometheus_config_alone_without_api_hosts(tmp_path):
+    config = tmp_path / "prometheus.yml"
+    config.write_text(PROMETHEUS_YML)
+    run = playbook("monitoring.yml", api_inventory(tmp_path, None),
+                   "-e", f"photo_sync_prometheus_rules_dir={tmp_path / 'rules'}",
+                   "-e", "photo_sync_prometheus_service=",
+                   "-e", f"photo_sync_prometheus_config={config}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert config.read_text() == PROMETHEUS_YML
+    assert (tmp_path / "rules" / "photo-sync.rules.yml").exists()

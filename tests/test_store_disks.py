@@ -25,6 +25,7 @@ from conftest import assert_edge_matches_ho, assert_no_bad_bytes, ho_live_photos
 from photo_sync.edge import cli
 from photo_sync.edge.client import HOClient
 from support import disks, testbed
+from support.textfile import samples as _metrics
 
 
 def _photos(folder: Path, sizes_kb: list[int], seed: int, product: uuid.UUID | None = None
@@ -36,16 +37,6 @@ def _photos(folder: Path, sizes_kb: list[int], seed: int, product: uuid.UUID | N
         testbed.make_jpeg(folder / str(product) / f"photo-{index:03d}.jpg", kb * 1024,
                           seed * 1000 + index)
     return folder
-
-
-def _metrics(path: Path) -> dict[str, float]:
-    """The textfile's samples, `name{labels}` -> value."""
-    samples = {}
-    for line in path.read_text().splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
 
 
 # Disk full ----------------------------------------------------------------------------

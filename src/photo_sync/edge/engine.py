@@ -182,6 +182,7 @@ class SyncRun:
                 self.store.acquire_run_lock()
                 if not self.dry_run:
                     run_id = self.store.start_run(self.mode)
+                    self._signal_run(running=True)
                 self._held_at_start = self.store.count_photos()
                 self.client.authenticate()
                 with ThreadPoolExecutor(max_workers=self.settings.concurrency,
@@ -223,14 +224,30 @@ class SyncRun:
                     store.finish_run(run_id, {**asdict(self.summary)})
                     if self.settings.metrics_file:
                         metrics.write(self.settings.metrics_file, self.summary, store.status(),
-                                      store.database_size())
+                                      store.database_size(), store.data_directory())
         except Exception:  # the summary matters more than the bookkeeping of a broken DB
             log.exception("could not record the run summary")
         finally:
+            if run_id is not None:
+                self._signal_run(running=False)
             if store is not None:
                 store.close()
             if self._own_client:
                 self.client.close()
+
+    def _signal_run(self, running: bool) -> None:
+        """The run-in-progress textfile (metrics.write_run): set as the run starts, cleared
+        as it ends; a failure to write it never stops the run."""
+        if not self.settings.metrics_file:
+            return
+        if running:
+            self._started_at = time.time()
+        try:
+            metrics.write_run(self.settings.metrics_file, self.mode, self._started_at,
+                              running=running)
+        except OSError as exc:
+            log.warning("could not write the run signal beside %s: %s",
+                        self.settings.metrics_file, exc)
 
     # Feed -------------------------------------------------------------------------------
 

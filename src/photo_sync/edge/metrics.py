@@ -2,7 +2,15 @@
 
 `monitoring/photo-sync.rules.yml` alerts on these names; keep them stable (a
 rename silently disables an alert). The pull writes PHOTO_SYNC_EDGE_METRICS_FILE;
-verify writes its own file beside it (`*_verify.prom`).
+verify writes its own file beside it (`*_verify.prom`), and so does a run while it runs
+(`*_run.prom`, see `write_run`).
+
+The run signal's invariant: `photo_sync_run_in_progress` is 1 from the moment a run holds
+the run lock until it ends, with `photo_sync_run_started_timestamp_seconds` the start of
+that run. It is written before the run does anything else and cleared last, so a run
+killed mid-way (SIGKILL, OOM, power) leaves it at 1 with its old start time: the "run
+longer than an hour" alert then fires for the dead run as it would for a stuck one, until
+the next run takes the lock and writes its own start.
 """
 
 from __future__ import annotations
@@ -51,8 +59,11 @@ def checksum_mismatches(summary) -> int:
     return failures_by_kind(summary)[protocol.FAILURE_CHECKSUM_MISMATCH]
 
 
-def render(summary, status: dict, database_bytes: int | None = None) -> str:
-    """The pull's textfile: last run, photos by status, bytes held, lag, database size."""
+def render(summary, status: dict, database_bytes: int | None = None,
+           database_dir: str | None = None) -> str:
+    """The pull's textfile: last run, photos by status, bytes held, lag, database size, and
+    the mount point of the file system holding `database_dir` (PostgreSQL's data
+    directory, when the agent could see it)."""
     mode = summary.mode
     lines: list[str] = []
     metric = _writer(lines)
@@ -104,7 +115,36 @@ def render(summary, status: dict, database_bytes: int | None = None) -> str:
     if database_bytes is not None:
         metric("photo_sync_database_size_bytes", "Size of the store database on disk.",
                int(database_bytes))
+    mountpoint = mountpoint_of(database_dir) if database_dir else None
+    if mountpoint is not None:
+        # The storage alert joins node_exporter's node_filesystem_* on this label: the
+        # database's own file system, whatever the layout (its own mount, or /).
+        metric("photo_sync_database_filesystem_info",
+               "1 for the mount point of the file system holding PostgreSQL's data directory.",
+               1, f'{{mountpoint="{_label_value(mountpoint)}"}}')
     return "\n".join(lines) + "\n"
+
+
+def _label_value(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def mountpoint_of(path: str) -> str | None:
+    """The mount point of the file system holding `path` (as node_exporter's `mountpoint`
+    label names it), or None when `path` does not exist here or cannot be looked at. Only
+    the path and its parents are stat()ed, so a data directory the agent may not enter
+    (PostgreSQL's is 0700) still answers."""
+    try:
+        current = os.path.realpath(path)
+        device = os.stat(current).st_dev
+        while current != os.path.dirname(current):
+            parent = os.path.dirname(current)
+            if os.stat(parent).st_dev != device:
+                break
+            current = parent
+    except OSError:
+        return None
+    return current
 
 
 def render_verify(result) -> str:
@@ -130,9 +170,35 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, target)
 
 
-def write(path: str, summary, status: dict, database_bytes: int | None = None) -> None:
+def write(path: str, summary, status: dict, database_bytes: int | None = None,
+          database_dir: str | None = None) -> None:
     """Write the pull's metrics atomically, so the collector never reads half a file."""
-    _write_atomically(path, render(summary, status, database_bytes))
+    _write_atomically(path, render(summary, status, database_bytes, database_dir))
+
+
+def run_metrics_path(metrics_file: str) -> str:
+    """The run signal's textfile beside the pull's (`photo_sync.prom` -> `photo_sync_run.prom`)."""
+    path = Path(metrics_file)
+    return str(path.with_name(f"{path.stem}_run{path.suffix or '.prom'}"))
+
+
+def render_run(mode: str, started_at: float, running: bool) -> str:
+    """The run signal: whether a run is in progress, and when the current (or last) run
+    started (see the module docstring)."""
+    lines: list[str] = []
+    metric = _writer(lines)
+    metric("photo_sync_run_in_progress", "1 while a sync run holds the run lock.", int(running),
+           f'{{mode="{mode}"}}')
+    metric("photo_sync_run_started_timestamp_seconds",
+           "When the run in progress (or else the last run) started.", f"{started_at:.0f}",
+           f'{{mode="{mode}"}}')
+    return "\n".join(lines) + "\n"
+
+
+def write_run(metrics_file: str, mode: str, started_at: float, *, running: bool) -> None:
+    """Write the run signal atomically beside `metrics_file`: `running=True` as a run
+    starts, False as it ends (a run that never ends leaves the first)."""
+    _write_atomically(run_metrics_path(metrics_file), render_run(mode, started_at, running))
 
 
 def write_verify(path: str, result) -> None:

@@ -13,6 +13,8 @@ import urllib.parse
 from dataclasses import dataclass
 
 from photo_sync.config import ConfigError, Settings, read_fields, setting
+from photo_sync.edge import bandwidth
+from photo_sync.edge.bandwidth import NO_CAP, Timetable
 from photo_sync.protocol import parse_uuid
 
 PREFIX = "PHOTO_SYNC_EDGE_"
@@ -50,7 +52,8 @@ class EdgeSettings:
     store_id: str = setting("", hint="this store's UUID as registered at HO")
     store_secret: str = setting("", hint="the secret HO printed when the store was added")
     concurrency: int = setting(8, minimum=1)
-    bandwidth_limit: int = 0  # bytes per second, 0 = no cap
+    # bytes per second (0 = no cap) or a timetable by local time of day: edge/bandwidth.py
+    bandwidth_limit: Timetable = setting(NO_CAP, parse=lambda raw: bandwidth.parse(raw))
     max_delete_fraction: float = setting(0.25, minimum=0.0, maximum=1.0)
     metrics_file: str = ""
     timeout: float = setting(60.0, minimum=1.0)

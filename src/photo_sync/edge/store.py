@@ -30,6 +30,7 @@ from psycopg.rows import dict_row
 
 from photo_sync import db, protocol
 from photo_sync.edge import schema
+from photo_sync.edge.settings import is_loopback
 from photo_sync.errors import DatabaseUnavailable, LockHeld, SchemaMissing
 
 LOCK_KEY_SQL = "hashtext('photo_sync_edge_run')"
@@ -520,6 +521,20 @@ class EdgeStore:
         n = self.conn.execute("SELECT pg_database_size(current_database()) AS n").fetchone()["n"]
         self.conn.commit()
         return int(n)
+
+    def data_directory(self) -> str | None:
+        """PostgreSQL's data directory (for the storage alert's file system), or None when
+        the server is on another machine (reached over TCP to a host that is not loopback:
+        the path would name a file system of that host) or this role may not see it:
+        pg_settings hides it from roles that are neither superuser nor members of
+        pg_read_all_settings."""
+        host = self.conn.info.host or ""
+        if not (host.startswith("/") or is_loopback(host)):
+            return None
+        row = self.conn.execute(
+            "SELECT setting FROM pg_settings WHERE name = 'data_directory'").fetchone()
+        self.conn.commit()
+        return row["setting"] if row else None
 
     @staticmethod
     def serve_photo(conn, table: str, photo_id: uuid.UUID, with_bytes: bool) -> dict | None:

@@ -11,10 +11,13 @@ byte and is checksummed as it is written (`read_photo`).
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import threading
 import time
 import zlib
 
+from photo_sync.edge.bandwidth import Timetable, Window, format_rate
 from photo_sync.edge.http.errors import BodyBroken
 from photo_sync.edge.http.watchdog import Watch
 from photo_sync.protocol import Checksums
@@ -24,6 +27,8 @@ __all__ = ["CHUNK_SIZE", "ERROR_BODY_BYTES", "Cut", "RateLimiter", "content_leng
 
 CHUNK_SIZE = 256 * 1024
 ERROR_BODY_BYTES = 64 * 1024  # enough of an error answer to show its code and detail
+
+log = logging.getLogger(__name__)
 
 
 class Cut(Exception):
@@ -40,25 +45,76 @@ class Cut(Exception):
 
 
 class RateLimiter:
-    """A bandwidth cap shared by all download threads (bytes per second; 0 = none)."""
+    """A bandwidth cap shared by all download threads: a rate in bytes per second (0 =
+    none) or a `bandwidth.Timetable` of rates by time of day.
 
-    def __init__(self, rate: int, burst_seconds: float = 0.25):
-        self.rate = rate
+    The timetable is asked for the current window at most once a second (`clock`
+    seconds), so a long download follows a window change within a second, or within
+    one chunk's reading when the chunk ends sooner; a sleep under the old window is cut
+    short when the window changes, and the new window starts without the old one's debt.
+    `clock`, `sleep` and `local_now` (the store's local time) are injectable for tests."""
+
+    CHECK_EVERY = 1.0  # seconds between two looks at the timetable
+
+    def __init__(self, rate: int | Timetable, burst_seconds: float = 0.25, *,
+                 clock=time.monotonic, sleep=time.sleep, local_now=None):
+        self.timetable = rate if isinstance(rate, Timetable) else Timetable.constant(rate)
         self.burst = burst_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._local_now = local_now or (lambda: dt.datetime.now().astimezone())
         self._lock = threading.Lock()
-        self._next = time.monotonic()
+        self._next = clock()
+        self._window: Window | None = None
+        self._checked = float("-inf")
+        self._generation = 0
+        self._uncapped = self.timetable.is_constant and self.timetable.windows[0].rate <= 0
+
+    @property
+    def rate(self) -> int:
+        """The cap now, in bytes per second (0 = none)."""
+        with self._lock:
+            return self._current(self._clock()).rate
+
+    def _current(self, now: float) -> Window:
+        """The window in force (caller holds the lock), looked up again once a second."""
+        if self._window is not None and now - self._checked < self.CHECK_EVERY:
+            return self._window
+        self._checked = now
+        window = (self.timetable.windows[0] if self.timetable.is_constant
+                  else self.timetable.window_at(self._local_now()))
+        if window != self._window:
+            if not self.timetable.is_constant:
+                log.info("bandwidth cap %s from %s (timetable %s)", format_rate(window.rate),
+                         str(window).partition(",")[0], self.timetable)
+            self._window = window
+            self._next = now
+            self._generation += 1
+        return window
 
     def acquire(self, nbytes: int) -> None:
         """Wait until `nbytes` more fit under the cap."""
-        if self.rate <= 0:
+        if self._uncapped:
             return
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
+            rate = self._current(now).rate
+            if rate <= 0:
+                return
             start = max(self._next, now - self.burst)
-            self._next = start + nbytes / self.rate
-            wait = self._next - now - self.burst
-        if wait > 0:
-            time.sleep(wait)
+            self._next = start + nbytes / rate
+            until = self._next - self.burst
+            generation = self._generation
+        while True:
+            wait = until - self._clock()
+            if wait <= 0:
+                return
+            # In slices, so a window that changes meanwhile ends the wait.
+            self._sleep(min(wait, self.CHECK_EVERY))
+            with self._lock:
+                self._current(self._clock())
+                if self._generation != generation:
+                    return
 
 
 def encoding(response) -> str:
