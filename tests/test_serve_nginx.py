@@ -51,10 +51,18 @@ def mirror_bytes(folder) -> int:
     return sum(p.stat().st_size for p in (folder / "objects").rglob("photo.*"))
 
 
-def python_requests(log_dir, photo_id: str) -> int:
-    """How many requests for the photo reached the photo server (its access log)."""
-    return sum(log.read_text().count(f"/photos/{photo_id}")
-               for log in log_dir.glob("serve-*.log"))
+def python_requests(front: "Front", photo_id: str) -> int:
+    """How many requests for the photo reached the photo server (its access log). gunicorn
+    logs a request after answering it: a marker request, waited for in the log, makes sure
+    every earlier one is written."""
+    marker = uuid.uuid4().hex
+    requests.get(f"{front.python}/health?marker={marker}", timeout=10)
+
+    def logs() -> str:
+        return "".join(log.read_text() for log in front.root.glob("serve-*.log"))
+
+    testbed.wait_for(lambda: marker in logs(), 10, "the photo server's access log")
+    return logs().count(f"/photos/{photo_id}")
 
 
 class Front:
@@ -114,7 +122,7 @@ def test_mirrored_photo_is_answered_by_nginx_as_the_photo_server_would(store, tm
     assert set(linked(store.mirror)) == set(photos)
     photo_id, (_, checksum, _, data) = sorted(photos.items())[0]
     with Front(store, tmp_path, store.mirror) as front:
-        before = python_requests(tmp_path, photo_id)
+        before = python_requests(front, photo_id)
         hit = requests.get(f"{front.url}/photos/{photo_id}", timeout=10)
         assert hit.status_code == 200 and hit.content == data
         assert hit.headers["ETag"] == f'"{checksum}"'
@@ -133,7 +141,7 @@ def test_mirrored_photo_is_answered_by_nginx_as_the_photo_server_would(store, tm
         assert_same(front, f"/photos/{photo_id}", 200, {"If-None-Match": f'"{checksum}0"'})
         # Each request above asked nginx once and the photo server once: nginx never passed
         # one on.
-        assert python_requests(tmp_path, photo_id) - before == 4 + 8 + 2
+        assert python_requests(front, photo_id) - before == 4 + 8 + 2
 
         # Everything else is the photo server's: its JSON 404s and its product listing.
         # Another spelling of the id is the photo server's to answer, the same way.
@@ -233,9 +241,9 @@ def test_mirror_keeps_to_its_byte_budget_and_the_rest_is_still_served(
             assert answer.content == data
             assert answer.headers["Cache-Control"].endswith("immutable")
         outside = next(p for p in photos if p not in kept)
-        before = python_requests(tmp_path, outside)
+        before = python_requests(front, outside)
         requests.get(f"{front.url}/photos/{outside}", timeout=10)
-        assert python_requests(tmp_path, outside) == before + 1  # a miss: the photo server
+        assert python_requests(front, outside) == before + 1  # a miss: the photo server
 
 
 def test_mirror_never_takes_the_free_space_below_its_floor(ho, make_edge, tmp_path):

@@ -72,7 +72,7 @@ def render_site(mirror_dir: str, backend: str, listen: str) -> str:
         ansible_managed="rendered by tests/support/store_nginx.py",
         _edge_photo_sync_serve_mirror_dir=mirror_dir,
         _edge_photo_sync_serve_backend=backend,
-        edge_photo_sync_serve_nginx_listen=listen)
+        edge_photo_sync_serve_bind=listen)
 
 
 class StoreNginx:

@@ -101,8 +101,11 @@ class Mirror:
 
     def refresh(self, conn: psycopg.Connection, table: str) -> RefreshResult | None:
         """Bring the mirror to the table's held photos; None when another refresh holds it."""
-        for folder in (self.root, self.ids, self.objects, self.objects / GONE):
-            folder.mkdir(mode=0o755, exist_ok=True)
+        self.root.mkdir(mode=0o755, exist_ok=True)
+        for folder in (self.ids, self.objects, self.objects / GONE):
+            folder.mkdir(exist_ok=True)
+            # nginx and the photo server read as other users (the agent's umask is 0077).
+            folder.chmod(0o755)
         with open(self.root / ".lock", "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
