@@ -30,6 +30,7 @@ never mirrored: the photo server answers them from the database.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import hashlib
@@ -132,8 +133,9 @@ class Mirror:
         kept: list[tuple[str, str, int]] = []  # (photo id, object name, bytes), newest first
         for photo_id, name, row in wanted:
             key = str(photo_id)
-            if linked.get(key) != name:
-                if not (self.objects / name).is_dir():
+            present = (self.objects / name).is_dir()
+            if linked.get(key) != name or not present:
+                if not present:
                     if free_bytes(self.root) - row["nbytes"] < self.min_free_bytes:
                         result.skipped_for_space += 1
                         continue
@@ -148,10 +150,14 @@ class Mirror:
                 self._link(key, GONE)
         # Below the floor (the database grew, or another file did): give space back, oldest
         # photos first.
+        uses = collections.Counter(name for _, name, _ in kept)
         while kept and free_bytes(self.root) < self.min_free_bytes:
             key, name, _ = kept.pop()
             self._link(key, GONE)
-            result.removed += self._remove_unlinked({n for _, n, _ in kept})
+            uses[name] -= 1
+            if not uses[name]:
+                shutil.rmtree(self.objects / name, ignore_errors=True)
+                result.removed += 1
         result.removed += self._remove_unlinked({n for _, n, _ in kept})
         self._remove_old_gone_links()
         result.linked = len(kept)
