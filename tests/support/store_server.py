@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -19,9 +18,9 @@ from pathlib import Path
 import jinja2
 import requests
 
-from support.gateway import NGINX, nginx_missing
+from support.gateway import NGINX, Gateway
 from support import testbed
-from support.testbed import TestbedError, free_port, wait_for
+from support.testbed import TestbedError, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "roles" / "edge_photo_sync" / "templates" / "photo-sync-edge-nginx.conf.j2"
@@ -75,73 +74,51 @@ def render_site(mirror_dir: str, backend: str, listen: str) -> str:
         edge_photo_sync_serve_bind=listen)
 
 
-class StoreNginx:
+class StoreNginx(Gateway):
     """nginx serving `mirror_dir` in front of the photo server at `backend` (host:port),
-    listening on `host`:<free port> (connect to `connect_host`)."""
+    listening on `host`:<free port> (connect to `connect_host`). Started and stopped as the
+    HO gateway is (`support.gateway.Gateway`); only the configuration differs."""
 
     def __init__(self, root: Path, mirror_dir: Path, backend: str, host: str = "127.0.0.1",
                  connect_host: str = "127.0.0.1", workers: int = 1):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://{connect_host}:{self.port}"
+        self.port = self.https_port = free_port()  # the port Gateway waits on
+        self._url = f"http://{connect_host}:{self.port}"
         self.error_log = self.root / "error.log"
         self.conf = self.root / "nginx.conf"
+        self.site = render_site(str(mirror_dir), backend, f"{host}:{self.port}")
+        self.workers = workers
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def write_config(self) -> Path:
+        """The role's site inside a minimal nginx.conf; checked with nginx -t."""
         site = self.root / "site.conf"
-        site.write_text(render_site(str(mirror_dir), backend, f"{host}:{self.port}"))
+        site.write_text(self.site)
         temp = self.root / "temp"
         temp.mkdir(exist_ok=True)
         # As root the workers would switch to nobody, who cannot enter pytest's 0700 folders;
         # the role's nginx runs as www-data over a mirror the agent makes world-readable.
         user = "user root;\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"{user}worker_processes {workers};\npid {self.root}/nginx.pid;\n"
+            f"{user}worker_processes {self.workers};\npid {self.root}/nginx.pid;\n"
             f"error_log {self.error_log} warn;\nevents {{ worker_connections 1024; }}\n"
             f"http {{\n    access_log off;\n    sendfile on;\n    tcp_nopush on;\n"
             f"    default_type application/octet-stream;\n"
             + "".join(f"    {kind}_temp_path {temp}/{kind};\n"
                       for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
             + f"    include {site};\n}}\n")
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "StoreNginx":
-        why = nginx_missing()
-        if why:
-            raise TestbedError(why)
         checked = subprocess.run([NGINX, "-t", "-q", "-c", str(self.conf), "-p", str(self.root)],
                                  capture_output=True, text=True, timeout=30)
         if checked.returncode != 0:
             raise TestbedError(f"nginx -t refused {self.conf}: {checked.stderr}")
-        log = open(self.root / "nginx.out", "ab")
-        self.process = subprocess.Popen(
-            [NGINX, "-c", str(self.conf), "-p", str(self.root), "-g", "daemon off;"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        wait_for(self._listening, 20, f"nginx on {self.url}", interval=0.1)
-        return self
-
-    def _listening(self) -> bool:
-        if self.process.poll() is not None:
-            raise TestbedError(f"nginx exited: {self.error_log.read_text()[-2000:]}")
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return True
+        return self.conf
 
     def pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True,
                              text=True).stdout
         return [self.process.pid, *(int(p) for p in out.split())]
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGQUIT)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
-
-    def __enter__(self) -> "StoreNginx":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
