@@ -12,7 +12,11 @@ bed), imports the photo set, and measures:
    every photo: from the store's photo server (`photo_sync.edge.serve` under gunicorn,
    2 workers x 8 threads) and from nginx serving the same bytes from files on disk, same
    run, same client (goal: >= 0.5x nginx in requests/s); and the photo server's RSS
-   (all gunicorn processes) before and after the load (goal: flat).
+   (all gunicorn processes) before and after the load (goal: flat);
+3. the same wrk run against the store's photo server as the edge role deploys it: nginx
+   with the role's site (tests/support/store_server.py renders it) over the photo mirror
+   the agent wrote after a sync, gunicorn behind it (goal: >= 0.8x plain nginx in
+   requests/s, p99 <= 2x nginx's).
 
 It prints the figures and ratios; `--json PATH` also writes them (bench/results/ only when
 asked to record a run). Needs `wrk` and `nginx` (Debian: wrk, nginx-light).
@@ -215,12 +219,16 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
     paths_file.write_text("\n".join(paths) + "\n")
 
     serve_port, nginx_port = tb.free_port(), tb.free_port()
-    # The photo cache as the edge role deploys it (systemd CacheDirectory=): filled by the
-    # warm-up and memory requests below, before wrk runs.
+    # The photo mirror as the edge role deploys it: written by the agent after a sync.
+    mirror = bed.root / "mirror"
+    mirror_env = {**edge_env, "PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(mirror),
+                  "PHOTO_SYNC_EDGE_SERVE_CACHE_MAX_BYTES": str(10**11),
+                  "PHOTO_SYNC_EDGE_SERVE_CACHE_MIN_FREE_BYTES": "0"}
+    subprocess.run([str(BIN / "photo-sync-edge"), "pull", "--mode", "incremental"],
+                   env=mirror_env, check=True, capture_output=True, timeout=600)
     # Workers and threads: the photo server's defaults unless the caller's env sets them.
-    serve_env = {"PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(bed.root / "serve-cache"),
-                 "PHOTO_SYNC_EDGE_SERVE_WORKERS": "2", "PHOTO_SYNC_EDGE_SERVE_THREADS": "8",
-                 **edge_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}"}
+    serve_env = {"PHOTO_SYNC_EDGE_SERVE_WORKERS": "2", "PHOTO_SYNC_EDGE_SERVE_THREADS": "8",
+                 **mirror_env, "PHOTO_SYNC_EDGE_SERVE_BIND": f"127.0.0.1:{serve_port}"}
     from photo_sync.config import Settings
     from photo_sync.edge.serve import gunicorn_argv
     argv = gunicorn_argv(Settings("PHOTO_SYNC_EDGE_", environ=serve_env))
@@ -231,13 +239,16 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
     conf = write_nginx_conf(bed.root, nginx_port, files)
     nginx = subprocess.Popen(["nginx", "-c", str(conf)], stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
+    from support.store_server import StoreNginx
+    front = StoreNginx(bed.root / "store-nginx", mirror, f"127.0.0.1:{serve_port}", workers=2)
     import requests
     try:
         serve_url, nginx_url = f"http://127.0.0.1:{serve_port}", f"http://127.0.0.1:{nginx_port}"
         tb.wait_for(lambda: requests.get(serve_url + "/health", timeout=5).ok, 60, "photo server")
         tb.wait_for(lambda: requests.get(nginx_url + paths[0], timeout=5).ok, 30, "nginx")
-        # Warm up both (connections, page cache, worker imports), then measure.
-        for url in (serve_url, nginx_url):
+        front.start()
+        # Warm up all three (connections, page cache, worker imports), then measure.
+        for url in (serve_url, nginx_url, front.url):
             for path in paths[:50]:
                 requests.get(url + path, timeout=10)
         pids = [server.pid, *children(server.pid)]
@@ -250,14 +261,16 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
                 assert response.status_code == 200
         rss_after = rss_kb(pids)
         result = {"photos": len(paths), "connections": connections, "seconds": seconds,
-                  "cache_dir": bool(serve_env["PHOTO_SYNC_EDGE_SERVE_CACHE_DIR"]),
+                  "cache_dir": True,  # the photo server reads the agent's mirror
+                  "mirror_photos": len(list((mirror / "ids").iterdir())),
                   "server_rss_mb": {"before": round(rss_before / 1024, 1),
                                     "after": round(rss_after / 1024, 1),
                                     "requests_between": MEMORY_REQUESTS}}
         # Throughput, with the CPU each side spent: on a shared machine the CPU per
         # request moves far less than requests/s.
-        for name, url, who in (("photo_server", serve_url, pids), ("nginx", nginx_url,
-                                                                   nginx_pids)):
+        parties = (("photo_server", serve_url, pids), ("nginx", nginx_url, nginx_pids),
+                   ("store_nginx", front.url, front.pids() + pids))
+        for name, url, who in parties:
             cpu = cpu_seconds(who)
             result[name] = wrk(url, paths_file, connections, seconds)
             result[name]["server_cpu_ms_per_request"] = round(
@@ -267,10 +280,15 @@ def measure_serve(bed: Bed, edge_env: dict, connections: int, seconds: int) -> d
                                              / result["nginx"]["req_per_s"], 3)
         result["p99_vs_nginx"] = round(result["photo_server"]["p99_ms"]
                                        / max(result["nginx"]["p99_ms"], 0.001), 2)
+        result["store_nginx_req_per_s_vs_nginx"] = round(
+            result["store_nginx"]["req_per_s"] / result["nginx"]["req_per_s"], 3)
+        result["store_nginx_p99_vs_nginx"] = round(
+            result["store_nginx"]["p99_ms"] / max(result["nginx"]["p99_ms"], 0.001), 2)
         result["load_average"] = os.getloadavg()[0]
         log(f"serve: {result}")
         return result
     finally:
+        front.stop()
         for proc in (server, nginx):
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -345,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
           f"nginx {s['nginx']['server_cpu_ms_per_request']} ms; "
           f"server RSS {s['server_rss_mb']['before']} -> {s['server_rss_mb']['after']} MB over "
           f"{s['server_rss_mb']['requests_between']} requests")
+    print(f"store photo server behind nginx {s['store_nginx']['req_per_s']} req/s, p99 "
+          f"{s['store_nginx']['p99_ms']} ms: {s['store_nginx_req_per_s_vs_nginx']:.2f}x nginx "
+          f"(goal >= 0.8x), p99 {s['store_nginx_p99_vs_nginx']:.2f}x nginx's (goal <= 2x)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         # Written beside and renamed, so a reader never sees half a file.

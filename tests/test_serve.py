@@ -4,54 +4,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import uuid
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import requests
 
-from support import testbed
-
-def serve_command(*args: str) -> list[str]:
-    """`photo-sync-edge serve ARGS`."""
-    return [str(Path(sys.executable).parent / "photo-sync-edge"), "serve", *args]
-
-
-@contextmanager
-def photo_server(env: dict, root, wait_healthy: bool = True):
-    """The photo server on a free loopback port; yields its base URL."""
-    port = testbed.free_port()
-    log = open(root / f"serve-{port}.log", "ab")
-    process = subprocess.Popen(
-        serve_command(), env={**os.environ, **env, "PHOTO_SYNC_EDGE_SERVE_BIND":
-                              f"127.0.0.1:{port}", "PHOTO_SYNC_EDGE_SERVE_WORKERS": "1",
-                              "PHOTO_SYNC_EDGE_SERVE_THREADS": "4"},
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        if process.poll() is not None:
-            raise testbed.TestbedError((root / f"serve-{port}.log").read_text()[-2000:])
-        status = requests.get(f"{url}/health", timeout=10).status_code
-        return status == 200 or not wait_healthy
-
-    try:
-        testbed.wait_for(up, 30, f"photo server on {url}")
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(5)
-
+from support.store_server import photo_server
 
 @pytest.fixture(scope="module")
 def ho(ho_stack, photo_factory):
@@ -73,15 +31,25 @@ def store(ho, make_edge, s3):
 
 @pytest.fixture(scope="module", params=["database", "cache"])
 def server(request, store, tmp_path_factory):
-    """The photo server, once reading every photo from the database and once with its
-    on-disk cache (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR): every test below holds both to the
-    same answers."""
+    """The photo server, once reading every photo from the database and once with the
+    photo mirror the agent wrote after a sync (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR): every
+    test below holds both to the same answers."""
     root = tmp_path_factory.mktemp("serve")
     env = dict(store.env)
     if request.param == "cache":
-        env["PHOTO_SYNC_EDGE_SERVE_CACHE_DIR"] = str(root / "cache")
+        env["PHOTO_SYNC_EDGE_SERVE_CACHE_DIR"] = str(root / "mirror")
+        result, _ = store.pull(extra_env={**mirror_env(root / "mirror")})
+        assert result.returncode == 0, result.stderr
+        assert len(list((root / "mirror" / "ids").iterdir())) == len(store.photos())
     with photo_server(env, root) as url:
         yield url
+
+
+def mirror_env(folder, max_bytes: int = 10**9, min_free: int = 0) -> dict:
+    """The agent's settings for a photo mirror in `folder`."""
+    return {"PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(folder),
+            "PHOTO_SYNC_EDGE_SERVE_CACHE_MAX_BYTES": str(max_bytes),
+            "PHOTO_SYNC_EDGE_SERVE_CACHE_MIN_FREE_BYTES": str(min_free)}
 
 
 def ho_listing(ho, edge) -> dict:
@@ -94,7 +62,7 @@ def ho_listing(ho, edge) -> dict:
 def test_photo_bytes_and_caching_headers(store, server):
     photo_id, (_, checksum, _, data) = sorted(store.photos().items())[0]
     first = None
-    for _ in range(2):  # with the cache: the first answer writes the file, the second reads it
+    for _ in range(2):  # twice: the same answer each time
         response = requests.get(f"{server}/photos/{photo_id}", timeout=10)
         assert response.status_code == 200
         assert response.content == data
@@ -198,19 +166,22 @@ def test_read_only_role_serves_and_health_tracks_the_database(ho, store, pg, tmp
         assert photo.status_code == 503 and photo.json()["error"] == "database_unavailable"
 
 
-def test_cached_photo_is_never_stale_nor_a_wrong_file(store, tmp_path):
-    """The cache folder only speeds answers up: a photo whose bytes changed in the database
-    is answered with the new bytes at once; a file of the wrong length under the right name
-    is not served; bytes that do not hash to their checksum are served but never cached."""
-    cache = tmp_path / "cache"
+def test_mirrored_photo_is_never_stale_nor_a_wrong_file(store, tmp_path):
+    """The mirror only speeds answers up: a photo whose bytes changed in the database is
+    answered with the new bytes at once (before any sync rewrites the mirror); a file of
+    the wrong length under the right name is not served; the server never writes the
+    mirror (only the agent does, within its budget)."""
+    mirror = tmp_path / "mirror"
     photo_id, (_, checksum, _, data) = sorted(store.photos().items())[3]
-    env = {**store.env, "PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(cache)}
+    result, _ = store.pull(extra_env=mirror_env(mirror))
+    assert result.returncode == 0, result.stderr
+    mirrored = mirror / "objects" / f"{checksum}.jpg" / "photo.jpg"
+    assert mirrored.read_bytes() == data
+    env = {**store.env, "PHOTO_SYNC_EDGE_SERVE_CACHE_DIR": str(mirror)}
     new = data[:-10] + b"0123456789"  # what a later sync could write
     new_md5 = hashlib.md5(new).hexdigest()
     try:
         with photo_server(env, tmp_path) as url:
-            assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == data
-            assert (cache / f"{checksum}-{len(data)}").read_bytes() == data
             assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == data
 
             with store.db() as conn:
@@ -218,23 +189,15 @@ def test_cached_photo_is_never_stale_nor_a_wrong_file(store, tmp_path):
                              "WHERE id = %s", (new, new_md5, photo_id))
             fresh = requests.get(f"{url}/photos/{photo_id}", timeout=10)
             assert fresh.content == new and fresh.headers["ETag"] == f'"{new_md5}"'
+            assert not (mirror / "objects" / f"{new_md5}.jpg").exists()  # not written
 
-            # Someone truncated the cached file: its length gives it away.
-            (cache / f"{new_md5}-{len(new)}").write_bytes(new[:100])
-            again = requests.get(f"{url}/photos/{photo_id}", timeout=10)
-            assert again.content == new
-            assert (cache / f"{new_md5}-{len(new)}").read_bytes() == new  # and rewritten
-
-            # Bytes in the database that do not match their checksum: served as stored (the
-            # agent's verify names them), never written to the cache.
-            bad = b"x" * len(new)
+            # Someone truncated a mirrored file: its length gives it away.
             with store.db() as conn:
-                conn.execute("UPDATE product_photo SET image_binary = %s WHERE id = %s",
-                             (bad, photo_id))
-            (cache / f"{new_md5}-{len(new)}").unlink()
-            for _ in range(2):
-                assert requests.get(f"{url}/photos/{photo_id}", timeout=10).content == bad
-            assert not (cache / f"{new_md5}-{len(new)}").exists()
+                conn.execute("UPDATE product_photo SET image_binary = %s, checksum = %s "
+                             "WHERE id = %s", (data, checksum, photo_id))
+            mirrored.write_bytes(data[:100])
+            again = requests.get(f"{url}/photos/{photo_id}", timeout=10)
+            assert again.content == data and again.headers["ETag"] == f'"{checksum}"'
     finally:
         with store.db() as conn:
             conn.execute("UPDATE product_photo SET image_binary = %s, checksum = %s "

@@ -4,6 +4,8 @@ verify scheduled (and run once by side_effect)."""
 
 import json
 import shlex
+import time
+import uuid
 
 import pytest
 
@@ -128,7 +130,7 @@ SERVE = "photo-sync-edge-serve.service"
 
 
 def fetch(host, path, headers=None):
-    """GET on the store itself (the server binds loopback): status, headers, MD5 of the body."""
+    """GET on the store itself (nginx binds loopback): status, headers, MD5 of the body."""
     code = (
         "import hashlib, json, urllib.request, urllib.error\n"
         f"req = urllib.request.Request('http://127.0.0.1:8091{path}', headers={headers or {}!r})\n"
@@ -145,8 +147,12 @@ def test_photo_server_runs_as_its_own_user_on_the_configured_address(host):
     assert (props["ActiveState"], props["UnitFileState"]) == ("active", "enabled")
     assert props["User"] == "photo_sync_serve"
     assert props["MemoryMax"] == str(256 * 1024 ** 2) and props["TasksMax"] == "64"
+    # nginx where the apps reach the server; gunicorn behind it, on loopback.
     assert host.socket("tcp://127.0.0.1:8091").is_listening
     assert not host.socket("tcp://0.0.0.0:8091").is_listening
+    assert host.socket("tcp://127.0.0.1:8099").is_listening
+    assert host.service("nginx").is_running and host.service("nginx").is_enabled
+    assert not host.file("/etc/nginx/sites-enabled/default").exists
     uid = host.check_output("id -u photo_sync_serve")
     main_pid = host.check_output(f"systemctl show -p MainPID --value {SERVE}")
     master = host.check_output(f"ps -o uid= -p {main_pid}").split()
@@ -166,13 +172,23 @@ def test_photo_server_serves_the_stored_bytes_with_their_etag(host):
     again = fetch(host, f"/photos/{photo_id}", {"If-None-Match": f'"{checksum}"'})
     assert again["status"] == 304
     assert fetch(host, "/health")["status"] == 200
-    # The first GET filled the unit's CacheDirectory (named <md5>-<length>); a second one
-    # is answered from that file with the same bytes.
-    cached = host.file(f"/var/cache/{SERVE.removesuffix('.service')}/{checksum}-{got['length']}")
-    assert cached.exists and cached.user == "photo_sync_serve" and cached.size == got["length"]
-    assert fetch(host, f"/photos/{photo_id}")["md5"] == checksum
-
-
+    # The role's first sync filled the agent's photo mirror; nginx sends the photo from it
+    # (world-readable, written by the agent) without asking the photo server.
+    mirror = "/var/cache/photo-sync-edge-mirror"
+    mirrored = host.file(f"{mirror}/objects/{checksum}.jpg/photo.jpg")
+    assert mirrored.exists and mirrored.user == "photo_sync" and mirrored.size == got["length"]
+    assert mirrored.mode == 0o644 and host.file(f"{mirror}/ids/{photo_id}").is_symlink
+    assert psql(host, "SELECT count(*) FROM product_photo") == str(
+        len(host.file(f"{mirror}/ids").listdir()))
+    hit, miss = f"hit{uuid.uuid4().hex}", f"miss{uuid.uuid4().hex}"
+    assert fetch(host, f"/photos/{photo_id}?probe={hit}")["md5"] == checksum
+    assert fetch(host, f"/health?probe={miss}")["status"] == 200  # proxied: logged
+    for _ in range(20):
+        journal = host.check_output(f"journalctl -u {SERVE} --no-pager -n 200 -o cat")
+        if miss in journal:
+            break
+        time.sleep(0.5)
+    assert miss in journal and hit not in journal
 def test_photo_server_role_cannot_write(host):
     """The server's database role may SELECT the photo table and nothing else."""
     assert psql(host, "SELECT count(*) FROM product_photo", user="photo_sync_serve") == "6"
@@ -189,7 +205,7 @@ def test_photo_server_settings_hold_no_ho_secret(host):
     env = host.file("/etc/photo-sync/serve.env")
     assert (env.user, env.group, env.mode) == ("root", "photo_sync_serve", 0o640)
     assert "STORE_SECRET" not in env.content_string
-    assert "PHOTO_SYNC_EDGE_SERVE_BIND=127.0.0.1:8091" in env.content_string
+    assert "PHOTO_SYNC_EDGE_SERVE_BIND=127.0.0.1:8099" in env.content_string
     # Outside the agent's group: the agent's settings (HO secret) are out of its reach.
     assert host.run("runuser -u photo_sync_serve -- cat /etc/photo-sync/edge.env").rc != 0
 

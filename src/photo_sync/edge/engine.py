@@ -588,6 +588,9 @@ def run_sync(settings: EdgeSettings, mode: str, *, dry_run: bool = False,
     try:
         summary = SyncRun(settings, mode, dry_run=dry_run, force_delete=force_delete,
                           list_ids=list_ids, progress=progress, client=client).execute()
+        if not dry_run:
+            from photo_sync.edge.mirror import refresh_after_sync
+            refresh_after_sync(settings)  # the photo mirror follows the table (never fails)
         if report and not dry_run:
             from photo_sync.edge.reporter import deliver
             try:

@@ -20,17 +20,16 @@ enough) and writes nothing.
 Bytes are fetched in binary (raw, not hex-escaped), so each response holds one
 copy of the photo, handed to gunicorn as is.
 
-With a cache folder (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR, else systemd's
-$CACHE_DIRECTORY), a photo's bytes are also written there on first read, named by
-their MD5 and length, and later requests are answered from that file with
-`wsgi.file_wrapper` (sendfile: no byte passes through Python). The database stays
-the source of truth: every request still reads the photo's row (checksum, length,
-status) first, and only a file named by that exact checksum and length, of that
-length, is served; a file is written only after its bytes hashed to the checksum,
-under a temporary name renamed into place, so a reader never sees half a file and a
-changed photo can never be answered with its old bytes. Nothing prunes the folder:
-the file of a photo's old version, or of a photo HO deleted, stays until removed
-(delete the folder's files to reclaim the space; the next reads write them again).
+With the photo mirror (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR: the folder the sync agent
+keeps after each run, bounded by a byte budget and a free-space floor, see
+`photo_sync.edge.mirror`), a photo whose mirrored file holds its current bytes is
+answered from that file with `wsgi.file_wrapper` (sendfile: no byte passes through
+Python). The database stays the source of truth here: every request still reads the
+photo's row (checksum, length, status) first, and only the object named by that exact
+checksum and type, of that length, is served, so a changed photo is never answered with
+its old bytes. The server only reads the mirror; it writes nothing. In front of it, nginx
+serves the same mirror without Python (the edge role's photo-sync-edge-nginx.conf.j2) and
+passes only misses here.
 
 Settings (environment or the file in PHOTO_SYNC_EDGE_CONFIG): the edge's
 DATABASE_URL and TABLE, plus HO_IMAGE_BASE, SERVE_BIND (127.0.0.1:8081),
@@ -40,12 +39,9 @@ SERVE_WORKERS (2), SERVE_THREADS (8), SERVE_CACHE_DIR (none).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import re
 import shutil
 import sys
-import tempfile
 import urllib.parse
 import uuid
 from pathlib import Path
@@ -60,6 +56,7 @@ from werkzeug.wsgi import FileWrapper, wrap_file
 
 from photo_sync import db, protocol
 from photo_sync.config import Settings
+from photo_sync.edge import mirror
 from photo_sync.edge.settings import PREFIX, EdgeSettings
 from photo_sync.edge.store import EdgeStore
 from photo_sync.errors import ConfigError
@@ -80,17 +77,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     extra = Settings(PREFIX, config_file, overrides=test_config)
     threads = extra.get_int("SERVE_THREADS", 8, minimum=1)
     app = Flask(__name__)
-    # systemd may list several folders in $CACHE_DIRECTORY (CacheDirectory=a b, joined by
-    # ":"): the first is ours. The operator's own setting is taken whole.
-    cache_dir = (extra.get("SERVE_CACHE_DIR")
-                 or os.environ.get("CACHE_DIRECTORY", "").split(":")[0]).strip()
-    if cache_dir:
-        try:
-            Path(cache_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot use PHOTO_SYNC_EDGE_SERVE_CACHE_DIR={cache_dir} "
-                              f"({exc.strerror}): create it writable for the service user, "
-                              "or unset it to serve every photo from the database") from None
+    cache_dir = settings.serve_cache_dir.strip()
     app.config.update(TABLE=settings.table,
                       HO_IMAGE_BASE=(extra.get("HO_IMAGE_BASE") or "").rstrip("/"),
                       CACHE_DIR=cache_dir or None)
@@ -237,8 +224,6 @@ def photo(photo_id: str):
         if needs_bytes:
             row = EdgeStore.serve_photo(conn, current_app.config["TABLE"], parsed,
                                         with_bytes=True)
-            if cache_dir and row is not None and row["data"] is not None:
-                _cache_write(cache_dir, row)
     if row is None:
         return _error(404, "not_found", f"no photo {parsed} in this store")
     if not row["held"]:
@@ -270,24 +255,14 @@ def photo(photo_id: str):
     return response
 
 
-_CACHE_NAME = re.compile(r"^[0-9a-f]{32}$")
-
-
-def _cache_path(cache_dir: str, row: dict) -> str | None:
-    checksum = (row["checksum"] or "").lower()
-    if not _CACHE_NAME.match(checksum) or row["nbytes"] is None:
-        return None
-    return os.path.join(cache_dir, f"{checksum}-{row['nbytes']}")
-
-
 def _cached_file(cache_dir: str, row: dict):
-    """(open file, length) of this row's bytes in the cache, or None. Only a file named by
-    the row's checksum and length, and of that length, counts."""
-    path = _cache_path(cache_dir, row)
-    if path is None:
+    """(open file, length) of this row's bytes in the mirror, or None. Only the object named
+    by the row's checksum and type, and of the row's length, counts."""
+    name = mirror.object_name(row["checksum"], row["content_type"])
+    if name is None or row["nbytes"] is None:
         return None
     try:
-        handle = open(path, "rb")
+        handle = open(mirror.object_file(cache_dir, name), "rb")
     except OSError:
         return None
     try:
@@ -298,32 +273,6 @@ def _cached_file(cache_dir: str, row: dict):
         handle.close()
         return None
     return handle, row["nbytes"]
-
-
-def _cache_write(cache_dir: str, row: dict) -> None:
-    """Keep the bytes just read from the database in the cache, when they hash to the row's
-    checksum (bytes that do not are served as they are, never cached)."""
-    data = row["data"]
-    path = _cache_path(cache_dir, {**row, "nbytes": len(data)})
-    if path is None or hashlib.md5(
-            data, usedforsecurity=False).hexdigest() != os.path.basename(path).split("-")[0]:
-        return
-    try:
-        if os.stat(path).st_size == len(data):
-            return  # another thread or worker wrote it meanwhile
-    except OSError:
-        pass  # not there yet (a file of another length is replaced)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError as exc:  # a full or read-only disk costs speed, never an answer
-        current_app.logger.warning("photo cache not written (%s)", exc.strerror)
 
 
 def _fallback(row: dict) -> Response:

@@ -72,6 +72,11 @@ class EdgeSettings:
     presigned_origin: str = ""  # scheme://host:port presigned URLs must point at
     # seconds a statement waits for a row lock held elsewhere
     lock_timeout: float = setting(15.0, minimum=0.1)
+    # The photo mirror the agent keeps after each run for the photo server (edge/mirror.py):
+    # its folder ("" = none), its byte budget, and the free space it leaves on its disk.
+    serve_cache_dir: str = ""
+    serve_cache_max_bytes: int = setting(1024**3, minimum=1)
+    serve_cache_min_free_bytes: int = setting(2 * 1024**3)
 
     def __repr__(self) -> str:  # keeps the secret and the DB URL out of logs
         return (f"EdgeSettings(ho_url={self.ho_url!r}, store_id={self.store_id!r}, "

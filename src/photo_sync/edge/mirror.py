@@ -1,0 +1,283 @@
+"""The store's photo mirror: the synced photos as files, which nginx (or the photo server)
+sends without reading the database.
+
+The invariant: a file in the mirror holds exactly the bytes its name says. Each photo's
+bytes live in `objects/<md5>.<ext>/photo.<ext>`, a folder named by the bytes' MD5 and their
+type, written under a temporary name only after the bytes hashed to that MD5 and renamed
+into place, so a reader never sees half a file and a name never holds other bytes.
+`ids/<photo id>` is a symbolic link to the folder of the photo's current bytes. A server
+resolves the link, takes the ETag (the MD5) and Content-Type from the folder's name and
+opens the file inside; a file that is gone by then is a miss, answered from the database.
+
+The mirror is written only here, by the sync agent after each run (`refresh`), from the
+database, which stays the source of truth:
+
+- a held photo whose link does not name its current bytes gets a new object and the link
+  is swapped atomically (rename over it); the old object goes once no link names it, so a
+  replaced photo's old file goes at the next sync;
+- a photo that is no longer held (HO deleted it, or it was reset to pending) loses its
+  link: the link is first pointed at `objects/gone` (a folder that names no bytes, which
+  servers treat as a miss) and removed a day later, so a request that resolved the link
+  an instant before never finds it half-removed;
+- the mirror is bounded: at most `max_bytes` of photos, the most recently changed first,
+  and it never writes when the file system's free space would drop below `min_free_bytes`
+  (the store's PostgreSQL may share that disk); when free space is already below the floor,
+  the oldest photos are dropped until it is back above it or the mirror is empty.
+
+Photos of other types than JPEG, PNG, WebP and GIF, or whose checksum is not an MD5, are
+never mirrored: the photo server answers them from the database.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+log = logging.getLogger(__name__)
+
+# The types a mirror holds, by the extension nginx maps back to the same Content-Type.
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp",
+              "image/gif": "gif"}
+GONE = "gone"
+# A link pointed at `gone` is removed after this long (no request takes a day).
+GONE_SECONDS = 24 * 3600
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+_OBJECT = re.compile(r"^([0-9a-f]{32})\.(jpg|png|webp|gif)$")
+
+
+def object_name(checksum: str | None, content_type: str | None) -> str | None:
+    """`<md5>.<ext>` for a photo's bytes, or None when the mirror does not hold this kind."""
+    # Exact names only: nginx answers with these very words, as the photo server would.
+    ext = EXTENSIONS.get(content_type or "")
+    checksum = (checksum or "").lower()
+    if ext is None or not _MD5.match(checksum):
+        return None
+    return f"{checksum}.{ext}"
+
+
+def object_file(mirror_dir: str | os.PathLike, name: str) -> Path:
+    """The file holding the bytes of object `name` (`<md5>.<ext>`)."""
+    return Path(mirror_dir) / "objects" / name / f"photo.{name.rsplit('.', 1)[1]}"
+
+
+@dataclass
+class RefreshResult:
+    written: int = 0  # objects written
+    removed: int = 0  # objects removed (replaced, deleted, over the budget or the floor)
+    linked: int = 0  # photos the mirror answers for after the refresh
+    bytes: int = 0  # bytes of those photos
+    skipped_for_space: int = 0  # photos not written: free space would fall below the floor
+    skipped_for_budget: int = 0  # photos left out: over max_bytes
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+class Mirror:
+    """One refresh of one mirror folder from the store's photo table."""
+
+    def __init__(self, mirror_dir: str | os.PathLike, max_bytes: int, min_free_bytes: int):
+        self.root = Path(mirror_dir)
+        self.ids = self.root / "ids"
+        self.objects = self.root / "objects"
+        self.max_bytes = max_bytes
+        self.min_free_bytes = min_free_bytes
+
+    def refresh(self, conn: psycopg.Connection, table: str) -> RefreshResult | None:
+        """Bring the mirror to the table's held photos; None when another refresh holds it."""
+        self.root.mkdir(mode=0o755, exist_ok=True)
+        for folder in (self.ids, self.objects, self.objects / GONE):
+            folder.mkdir(exist_ok=True)
+            # nginx and the photo server read as other users (the agent's umask is 0077).
+            folder.chmod(0o755)
+        with open(self.root / ".lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return self._refresh(conn, table)
+
+    def _refresh(self, conn, table: str) -> RefreshResult:
+        result = RefreshResult()
+        self._clear_temporaries()
+        # Newest first: the budget keeps the photos that changed last.
+        wanted: list[tuple[uuid.UUID, str, dict]] = []
+        total = 0
+        for row in _held(conn, table):
+            name = object_name(row["checksum"], row["content_type"])
+            if name is None:
+                continue
+            if total + row["nbytes"] > self.max_bytes:
+                result.skipped_for_budget += 1
+                continue
+            total += row["nbytes"]
+            wanted.append((row["id"], name, row))
+        linked = self._links()
+        kept: list[tuple[str, str, int]] = []  # (photo id, object name, bytes), newest first
+        for photo_id, name, row in wanted:
+            key = str(photo_id)
+            present = (self.objects / name).is_dir()
+            if linked.get(key) != name or not present:
+                if not present:
+                    if free_bytes(self.root) - row["nbytes"] < self.min_free_bytes:
+                        result.skipped_for_space += 1
+                        continue
+                    if not self._write(conn, table, photo_id, name, row):
+                        continue
+                    result.written += 1
+                self._link(key, name)
+            kept.append((key, name, row["nbytes"]))
+        keep_ids = {key for key, _, _ in kept}
+        for key, target in linked.items():
+            if key not in keep_ids and target != GONE:
+                self._link(key, GONE)
+        # Below the floor (the database grew, or another file did): give space back, oldest
+        # photos first.
+        uses = collections.Counter(name for _, name, _ in kept)
+        while kept and free_bytes(self.root) < self.min_free_bytes:
+            key, name, _ = kept.pop()
+            self._link(key, GONE)
+            uses[name] -= 1
+            if not uses[name]:
+                shutil.rmtree(self.objects / name, ignore_errors=True)
+                result.removed += 1
+        result.removed += self._remove_unlinked({n for _, n, _ in kept})
+        self._remove_old_gone_links()
+        result.linked = len(kept)
+        result.bytes = sum(n for _, _, n in kept)
+        return result
+
+    def _links(self) -> dict[str, str]:
+        """{photo id: object name} of every link (`gone` included)."""
+        links = {}
+        for entry in os.scandir(self.ids):
+            if entry.name.startswith("."):
+                continue
+            try:
+                links[entry.name] = os.path.basename(os.readlink(entry.path))
+            except OSError:  # not a link: not ours, never served (nginx resolves links only)
+                continue
+        return links
+
+    def _link(self, key: str, name: str) -> None:
+        tmp = self.ids / f".tmp-{uuid.uuid4().hex}"
+        os.symlink(f"../objects/{name}", tmp)
+        os.replace(tmp, self.ids / key)
+
+    def _write(self, conn, table: str, photo_id: uuid.UUID, name: str, row: dict) -> bool:
+        data = _bytes(conn, table, photo_id)
+        if data is None or hashlib.md5(data, usedforsecurity=False).hexdigest() != name[:32]:
+            # Changed since the listing, or bytes that do not match their checksum (verify
+            # names those): the database answers for this photo.
+            return False
+        folder = Path(tempfile.mkdtemp(dir=self.objects, prefix=".tmp-"))
+        try:
+            target = folder / f"photo.{name.rsplit('.', 1)[1]}"
+            with open(target, "wb") as out:
+                out.write(data)
+            target.chmod(0o644)
+            # Last-Modified: nginx sends the file's mtime, the photo server the row's time.
+            if row["modified"] is not None:
+                stamp = row["modified"].timestamp()
+                os.utime(target, (stamp, stamp))
+            folder.chmod(0o755)
+            os.rename(folder, self.objects / name)
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if (self.objects / name).is_dir():
+                return True  # the same bytes were written for another photo meanwhile
+            # A full disk costs speed, never a sync.
+            log.warning("photo mirror: %s not written (%s)", photo_id, exc.strerror)
+            return False
+        return True
+
+    def _remove_unlinked(self, keep: set[str]) -> int:
+        named = set(self._links().values())
+        removed = 0
+        for entry in os.scandir(self.objects):
+            if entry.name in (GONE,) or entry.name.startswith("."):
+                continue
+            if entry.name not in keep and entry.name not in named:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def _remove_old_gone_links(self) -> None:
+        cutoff = time.time() - GONE_SECONDS
+        for key, target in self._links().items():
+            path = self.ids / key
+            with contextlib.suppress(OSError):
+                if target == GONE and path.lstat().st_mtime < cutoff:
+                    path.unlink()
+
+    def _clear_temporaries(self) -> None:
+        """What a refresh that was killed left behind."""
+        for folder in (self.ids, self.objects):
+            for entry in os.scandir(folder):
+                if entry.name.startswith(".tmp-"):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        with contextlib.suppress(OSError):
+                            os.unlink(entry.path)
+
+
+def _held(conn, table: str) -> list[dict]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL(
+            "SELECT id, checksum, content_type, octet_length(image_binary) AS nbytes, "
+            "coalesce(updated_at, last_sync_at) AS modified FROM {t} "
+            "WHERE image_binary IS NOT NULL AND sync_status = 'synced' "
+            "ORDER BY modified DESC NULLS LAST, id").format(t=sql.Identifier(table)))
+        return cur.fetchall()
+
+
+def _bytes(conn, table: str, photo_id: uuid.UUID) -> bytes | None:
+    with conn.cursor(binary=True) as cur:
+        cur.execute(sql.SQL("SELECT image_binary FROM {t} WHERE id = %s AND "
+                            "sync_status = 'synced'").format(t=sql.Identifier(table)),
+                    (photo_id,))
+        row = cur.fetchone()
+    return bytes(row[0]) if row and row[0] is not None else None
+
+
+def refresh_after_sync(settings) -> RefreshResult | None:
+    """The agent's step after a sync run: refresh the mirror when one is configured
+    (PHOTO_SYNC_EDGE_SERVE_CACHE_DIR). A mirror that cannot be written costs speed, never
+    the run: the failure is logged and the photo server answers from the database."""
+    if not settings.serve_cache_dir:
+        return None
+    from photo_sync import db
+    try:
+        with psycopg.connect(settings.database_url, autocommit=True,
+                             **db.connect_kwargs(60_000, 60_000)) as conn:
+            result = Mirror(settings.serve_cache_dir, settings.serve_cache_max_bytes,
+                            settings.serve_cache_min_free_bytes).refresh(conn, settings.table)
+    except (OSError, psycopg.Error) as exc:
+        log.warning("photo mirror in %s not refreshed (%s): the photo server answers from "
+                    "the database", settings.serve_cache_dir,
+                    getattr(exc, "strerror", None) or type(exc).__name__)
+        return None
+    if result is not None:
+        log.info("photo mirror: %d photos (%d bytes), %d written, %d removed, %d left out "
+                 "over the budget, %d for free space", result.linked, result.bytes,
+                 result.written, result.removed, result.skipped_for_budget,
+                 result.skipped_for_space)
+    return result
