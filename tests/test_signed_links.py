@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import socket
-import ssl
 import time
 import urllib.parse
 import uuid
@@ -210,21 +208,6 @@ def test_links_the_gateway_never_accepts_end_in_api_downloads_not_a_failed_run(
         gateway.stop()
 
 
-def _slow_reader(gateway, path: str, headers: str = "") -> socket.socket:
-    """A TLS connection that asks for `path` and reads only the first bytes: nginx keeps
-    the download (and its limit_conn slot) open while the store does not read."""
-    context = ssl.create_default_context(cafile=str(gateway.tls.ca_path))
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(10)
-    raw.connect(("127.0.0.1", gateway.https_port))
-    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode())
-    head = sock.recv(1024)
-    assert head.startswith(b"HTTP/1.1 200"), head[:200]
-    return sock
-
-
 def test_the_per_store_cap_holds_on_signed_links_whatever_the_headers(
         ho_stack, s3, bed_root, tmp_path):
     ho = ho_stack("signed-conn", extra_env=SIGNED)
@@ -241,7 +224,7 @@ def test_the_per_store_cap_holds_on_signed_links_whatever_the_headers(
         other = ho.add_store("other")
         busy_token, other_token = _token(gateway, *busy), _token(gateway, *other)
         link = _listing(gateway, busy_token)[0]["signed_url"]
-        held = [_slow_reader(gateway, link) for _ in range(2)]
+        held = [gateway.slow_reader(link) for _ in range(2)]
         third = _get(gateway, link)
         assert third.status_code == 429
         assert third.json()["error"] == "too_many_requests"
