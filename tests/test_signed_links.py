@@ -183,6 +183,45 @@ def test_an_expired_link_mid_run_relists_its_page_and_the_run_completes(sg, make
     assert refused, "the stale links reached nginx and were refused as expired"
 
 
+def test_a_photo_changed_since_its_stale_listing_is_not_fetched_by_its_new_link(
+        ho_stack, photo_factory, s3, bed_root, make_edge):
+    """Between the stale listing and the fresh one a photo got new bytes at HO: its fresh link
+    names other bytes than the ones the run checks against, so that photo comes through the
+    API (whose headers name what it sends) and the others through their fresh links."""
+    ho = ho_stack("signed-changed", extra_env=SIGNED)
+    folder = photo_factory(4, seed=304, min_kb=20, max_kb=40, mean_kb=30)
+    ho.import_dir(folder)
+    gateway = gw_support.Gateway(bed_root / "gateway-changed", [f"127.0.0.1:{ho.server.port}"],
+                                 s3.endpoint, ho.env["PHOTO_SYNC_HO_S3_BUCKET"],
+                                 ho_gateway_signed_link_secret=SECRET).start()
+    changed = sorted(folder.rglob("*.jpg"))[0]
+
+    class ChangedAfterListing(StaleFirstListing):
+        def list_page(self, **kwargs) -> dict:
+            body = super().list_page(**kwargs)
+            if self.listed == 1:
+                # Smaller: the agent takes no more bytes than the listing announced.
+                testbed.make_jpeg(changed, changed.stat().st_size // 2, seed=99)
+                ho.import_dir(folder)
+            return body
+
+    try:
+        edge = make_edge(ho, ho_url=gateway.url, ca_bundle=str(gateway.tls.ca_path),
+                         concurrency=1)
+        settings = EdgeSettings.load(environ=edge.env)
+        client = ChangedAfterListing.from_settings(settings)
+        try:
+            summary = SyncRun(settings, "full", client=client).execute()
+        finally:
+            client.close()
+        assert summary.status == "ok", summary.error
+        assert summary.failed == 0, summary.failures
+        assert_edge_matches_ho(edge, ho)
+        assert _api_photo_requests(ho) == 1, "only the changed photo through the API"
+    finally:
+        gateway.stop()
+
+
 def test_links_the_gateway_never_accepts_end_in_api_downloads_not_a_failed_run(
         ho_stack, photo_factory, s3, bed_root, make_edge):
     """HO and the gateway disagree on the secret (a rotation done on one side only): every

@@ -168,9 +168,9 @@ class SyncRun:
         self._signed_failures = 0
         # The feed page being downloaded, as (cursor, first) for `_list`; None for retries.
         self._page_source: tuple[str | None, bool] | None = None
-        # Signed links from pages listed again after a link was refused: {id: link}, per
-        # page source; a page is listed again at most once a run.
-        self._relisted: dict[tuple[str | None, bool], dict[uuid.UUID, str | None]] = {}
+        # Signed links from pages listed again after a link was refused, per page source:
+        # {id: (link, version, checksum)}; a page is listed again at most once a run.
+        self._relisted: dict[tuple[str | None, bool], dict[uuid.UUID, tuple]] = {}
         self._relist_lock = threading.Lock()
         self._lock = threading.Lock()
 
@@ -476,7 +476,7 @@ class SyncRun:
         try:
             return self.client.fetch_signed(link, photo)
         except LinkRefused as exc:
-            fresh = self._fresh_link(photo["id"])
+            fresh = self._fresh_link(photo)
             if not fresh or fresh == link:
                 raise PhotoUnavailable(f"{exc}, and no fresh link for it") from None
             log.info("signed link of %s refused (%s): using the one of the page listed again",
@@ -494,9 +494,11 @@ class SyncRun:
                 self._signed_failures += 1
             raise
 
-    def _fresh_link(self, photo_id: uuid.UUID) -> str | None:
-        """The photo's signed link from its page listed again: the first refused link of a
-        page lists it (under a lock, once a run); the page's other downloads reuse that."""
+    def _fresh_link(self, photo: dict) -> str | None:
+        """The photo's signed link from its page listed again, when the photo there is the
+        one being fetched (same version and checksum: the bytes are checked against the first
+        listing): the first refused link of a page lists it (under a lock, once a run); the
+        page's other downloads reuse that listing."""
         source = self._page_source
         if source is None:
             return None
@@ -514,9 +516,11 @@ class SyncRun:
                             fresh = protocol.parse_photo(item)
                         except protocol.InvalidPhoto:
                             continue  # counted when its page was first listed
-                        links[fresh["id"]] = fresh["signed_url"]
+                        links[fresh["id"]] = (fresh["signed_url"], fresh["version"],
+                                              fresh["checksum"])
                 self._relisted[source] = links
-        return links.get(photo_id)
+        link, version, checksum = links.get(photo["id"], (None, None, None))
+        return link if (version, checksum) == (photo["version"], photo["checksum"]) else None
 
     def _flush(self) -> None:
         """Hand the write batch to the writer thread (after the write before it), which
