@@ -4,14 +4,16 @@
 One PostgreSQL cluster (HO catalog + one database per store), one SeaweedFS, and the HO API
 under gunicorn with the role's worker settings (PHOTO_SYNC_HO_WORKERS unset: min(4, 2 x CPUs);
 8 threads), behind the HO gateway as the roles deploy it (`--front-door gateway`, the default:
-nginx from roles/ho_gateway's template over https, the API answering downloads with
-X-Accel-Redirect so that nginx streams the bytes from S3; `--front-door direct` has the agents
-talk to gunicorn itself). One bench-only change to the gateway: its token limit per client
-address is raised, because every agent here comes from 127.0.0.1 where a real fleet's stores
-each have their own address. Every store is registered at HO with its own secret by one
-`photo-sync-ho store set-many` (as the ho_sync_api role does), and every agent is a separate
-`photo-sync-edge pull --mode M --json` process started the way the timers start them: each at a
-random offset within a compressed window (RandomizedDelaySec).
+nginx from roles/ho_gateway's template over https; `--front-door direct` has the agents talk
+to gunicorn itself). Behind the gateway the photos come through signed links (`--downloads
+signed`, the default, as the demo inventory deploys it: the listing signs a /signed/ link per
+photo and nginx serves it from S3, no API request per photo) or through the API's download
+answering X-Accel-Redirect (`--downloads accel`). One bench-only change to the gateway: its
+token limit per client address is raised, because every agent here comes from 127.0.0.1 where
+a real fleet's stores each have their own address. Every store is registered at HO with its own
+secret by one `photo-sync-ho store set-many` (as the ho_sync_api role does), and every agent is
+a separate `photo-sync-edge pull --mode M --json` process started the way the timers start
+them: each at a random offset within a compressed window (RandomizedDelaySec).
 
 Scenarios, in this order (each store's database starts empty for `full` and `full_throttled`):
 
@@ -90,7 +92,7 @@ def percentile(values: list[float], pct: float) -> float | None:
 def classify(target: str) -> str:
     """Which API call an access-log request target is: list, download, token, status, other."""
     path = target.split("?", 1)[0]
-    if path.endswith("/download/"):
+    if path.endswith("/download/") or path.startswith("/signed/"):
         return "download"
     if path.endswith("/sync/product-photos/"):
         return "list"
@@ -274,10 +276,14 @@ class Fleet:
         from photo_sync.ho.settings import HOSettings
         workers = self.args.ho_workers or HOSettings().worker_count
         api_env = dict(self.ho_env)
+        link_secret = ""
         if self.args.front_door == "gateway":
             # As inventories/demo/group_vars/ho_api.yml: the gateway streams the bytes.
             api_env.update({"PHOTO_SYNC_HO_ACCEL_REDIRECT": "true",
                             "PHOTO_SYNC_HO_TRUSTED_PROXIES": "1"})
+            if self.args.downloads == "signed":
+                link_secret = secrets.token_hex(32)
+                api_env["PHOTO_SYNC_HO_SIGNED_LINK_SECRET"] = link_secret
         self.server = self.testbed.HOServer(self.root / "gunicorn", api_env,
                                             workers=workers, threads=self.args.ho_threads).start()
         self.ho_workers = workers
@@ -291,6 +297,7 @@ class Fleet:
                 self.root / "gateway", [f"127.0.0.1:{self.server.port}"], self.s3.endpoint,
                 "fleet", ho_gateway_token_rate=BENCH_TOKEN_RATE,
                 ho_gateway_token_burst=BENCH_TOKEN_BURST,
+                ho_gateway_signed_link_secret=link_secret,
                 ho_gateway_worker_connections=defaults["ho_gateway_worker_connections"]).start()
             self.agent_ho_url = self.gateway.url
             self.agent_extra_env = {"PHOTO_SYNC_EDGE_CA_BUNDLE": str(self.gateway.tls.ca_path)}
@@ -493,8 +500,8 @@ class Fleet:
             "ho_cpu_seconds_per_store": round(cpu["ho"] / len(stores), 3),
             "ho_peak_rss_mb": round(sampler.peak_rss / 2**20, 1),
             "access_log": stats,
-            # The download answers' body bytes as gunicorn logged them: 0 behind the gateway,
-            # where nginx streams every photo from S3 (X-Accel-Redirect).
+            # The download requests and body bytes gunicorn logged: none behind the gateway
+            # with signed links (nginx serves them), empty X-Accel answers with accel.
             "api_downloads": api_downloads,
             "agents": agents,
         }
@@ -533,6 +540,7 @@ class Fleet:
         results["ho_server"] = {
             "workers": self.ho_workers, "threads": a.ho_threads,
             "front_door": a.front_door,
+            "downloads": a.downloads if self.gateway else "api",
             "config": "gunicorn -c python:photo_sync.ho.gunicorn_conf "
                       "'photo_sync.ho.app:create_app()' (gthread)"}
         if self.gateway:
@@ -540,7 +548,9 @@ class Fleet:
                 "roles/ho_gateway/templates/nginx.conf.j2 with the role's defaults (rendered by "
                 "tests/support/gateway.py), but ho_gateway_token_rate "
                 f"{BENCH_TOKEN_RATE} and ho_gateway_token_burst {BENCH_TOKEN_BURST}: every "
-                "agent comes from 127.0.0.1; the API with PHOTO_SYNC_HO_ACCEL_REDIRECT=true")
+                "agent comes from 127.0.0.1; the API with PHOTO_SYNC_HO_ACCEL_REDIRECT=true"
+                + (" and PHOTO_SYNC_HO_SIGNED_LINK_SECRET (signed links)"
+                   if a.downloads == "signed" else ""))
         results["edge_postgresql"] = ("one test-bed cluster, one database per store: fsync=off, "
                                       "synchronous_commit=off, full_page_writes=off")
         self.make_stores()
@@ -642,8 +652,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ho-threads", type=int, default=8,
                         help="gunicorn threads per worker (default: the role's, 8)")
     parser.add_argument("--front-door", choices=("gateway", "direct"), default="gateway",
-                        help="agents reach HO through the gateway (nginx, https, X-Accel-Redirect;"
-                             " the default, as the roles deploy it) or gunicorn directly")
+                        help="agents reach HO through the gateway (nginx, https; the default, "
+                             "as the roles deploy it) or gunicorn directly")
+    parser.add_argument("--downloads", choices=("signed", "accel"), default="signed",
+                        help="behind the gateway, photos through signed links (the default, as "
+                             "the roles deploy it: no API request per photo) or through the "
+                             "API's download answering X-Accel-Redirect")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--wrong-secret", type=int, default=0, metavar="K",
                         help="configure K stores with a wrong secret (to see the check fail)")

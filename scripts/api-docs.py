@@ -65,7 +65,17 @@ what an OpenAPI document cannot.
   quoted MD5; sending it back as `If-None-Match` gets 304 when it is current.
 - **Checksums**: a store checks the bytes it downloads against `X-Checksum` (MD5)
   and `X-Checksum-SHA256` (or the listing's `checksum` / `checksum_sha256` for a
-  presigned `download_url`) before it writes anything.
+  presigned `download_url` or a `signed_url`) before it writes anything.
+- **Signed links** (`signed_url`, the default behind the ho_gateway, when HO has
+  `PHOTO_SYNC_HO_SIGNED_LINK_SECRET`): a path under `/signed/` on HO's own origin,
+  signed for the listing's store, photo, checksums and version, that the gateway
+  serves from S3 itself, so a download is no API request. It works until
+  `signed_url_expires` (`PHOTO_SYNC_HO_SIGNED_LINK_TTL`, 900 s by default after the
+  listing), so a store disabled at HO can still fetch for at most that long. The
+  gateway answers 410 `link_expired` after that and 403 `invalid_link` to a link
+  that was changed or signed with another secret: list the page again for fresh
+  links, or download through the API. Downloads through links and through the API
+  share one per-store cap at the gateway (429 past it).
 
 The exit codes of the command-line tools are in
 [operator-interface.md](operator-interface.md#exit-codes).

@@ -267,19 +267,8 @@ def test_wrong_secrets_for_a_store_through_the_gateway_never_lock_it_out(gw):
 
 
 def _slow_reader(gateway, token: str, path: str) -> socket.socket:
-    """A TLS connection that asks for a photo and reads only the first bytes: nginx keeps
-    the download (and its limit_conn slot) open while the store does not read."""
-    context = ssl.create_default_context(cafile=str(gateway.tls.ca_path))
-    raw = socket.socket()
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.settimeout(10)
-    raw.connect(("127.0.0.1", gateway.https_port))
-    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
-    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  f"Authorization: Bearer {token}\r\n\r\n").encode())
-    head = sock.recv(1024)
-    assert head.startswith(b"HTTP/1.1 200"), head[:200]
-    return sock
+    """A download that holds its limit_conn slot (support.gateway.Gateway.slow_reader)."""
+    return gateway.slow_reader(path, {"Authorization": f"Bearer {token}"})
 
 
 def test_downloads_per_store_are_capped_while_another_store_downloads(

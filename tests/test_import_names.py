@@ -9,6 +9,7 @@ edge pull; each is either synced with the right bytes or refused at import with 
 from __future__ import annotations
 
 import json
+import secrets
 import unicodedata
 import uuid
 
@@ -79,13 +80,18 @@ def test_every_imported_name_syncs_directly(names_ho, make_edge):
 
 
 @pytest.mark.skipif(gw_support.nginx_missing() is not None, reason=gw_support.nginx_missing() or "")
-def test_every_imported_name_syncs_through_the_gateway(names_ho, make_edge, bed_root, s3):
+@pytest.mark.parametrize("path", ["accel", "signed"])
+def test_every_imported_name_syncs_through_the_gateway(names_ho, make_edge, bed_root, s3, path):
+    """Through the API's X-Accel-Redirect, and through signed links (nginx checks their mac
+    over the key as it decodes the path, so every name must sign the way nginx reads it)."""
     ho, _, _ = names_ho
-    api = testbed.HOServer(bed_root / "names-accel", {
+    secret = secrets.token_hex(32) if path == "signed" else ""
+    api = testbed.HOServer(bed_root / f"names-{path}", {
         **ho.env, "PHOTO_SYNC_HO_ACCEL_REDIRECT": "true",
-        "PHOTO_SYNC_HO_TRUSTED_PROXIES": "1"}).start()
-    gateway = gw_support.Gateway(bed_root / "names-gateway", [f"127.0.0.1:{api.port}"],
-                                 s3.endpoint, ho.env["PHOTO_SYNC_HO_S3_BUCKET"])
+        "PHOTO_SYNC_HO_TRUSTED_PROXIES": "1", "PHOTO_SYNC_HO_SIGNED_LINK_SECRET": secret}).start()
+    gateway = gw_support.Gateway(bed_root / f"names-gateway-{path}", [f"127.0.0.1:{api.port}"],
+                                 s3.endpoint, ho.env["PHOTO_SYNC_HO_S3_BUCKET"],
+                                 ho_gateway_signed_link_secret=secret)
     try:
         gateway.start()
         edge = make_edge(ho, ho_url=gateway.url, ca_bundle=str(gateway.tls.ca_path))
@@ -93,6 +99,8 @@ def test_every_imported_name_syncs_through_the_gateway(names_ho, make_edge, bed_
         assert result.returncode == 0, result.stderr
         _assert_all_synced(edge, ho)
         assert summary["failed"] == 0, summary
+        downloads = api.log_path.read_text().count("/download/")
+        assert (downloads == 0) if path == "signed" else (downloads > 0)
     finally:
         gateway.stop()
         api.stop()

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 API_PREFIX = "/api/v1"
+# Signed download links (ho/links.py): served by the ho_gateway from S3, no API on the path.
+SIGNED_PREFIX = "/signed/"
 
 HEADER_CHECKSUM = "X-Checksum"  # MD5 hex, as in the original design
 HEADER_CHECKSUM_SHA256 = "X-Checksum-SHA256"
@@ -284,6 +286,17 @@ def _int_of(low: int) -> Callable:
     return lambda value, name: _int(value, name, low)
 
 
+def _signed_path(value, name):
+    value = _text(value, name, URL_MAX, optional=True)
+    if value is not None and not value.startswith(SIGNED_PREFIX):
+        raise ValueError(f"{name} must be a path under {SIGNED_PREFIX}, not {_short(value)}")
+    return value
+
+
+def _optional_int(value, name):
+    return None if value is None else _int(value, name, 0, 2**63 - 1)
+
+
 def _md5(value, name):
     return _hex(value, name, 32, lower_only=True)
 
@@ -337,7 +350,20 @@ PHOTO_FIELDS: tuple[PhotoField, ...] = (
                                 "short-lived S3 URL for the bytes, bypassing the API; verify "
                                 "against checksum and checksum_sha256"},
                _text_of(URL_MAX, optional=True), required=False, missing=None),
+    PhotoField("signed_url", {"type": "string", "description": "when HO offers it (behind "
+                              "the ho_gateway): a path on HO's own origin, under /signed/, "
+                              "that the gateway serves from S3 without the API until "
+                              "signed_url_expires; verify against checksum and "
+                              "checksum_sha256. Expired (410) or refused (403): list the "
+                              "page again, or download through the API"},
+               _signed_path, required=False, missing=None),
+    PhotoField("signed_url_expires", {"type": "integer", "description": "when signed_url "
+                                      "stops working, in seconds since 1970 (UTC)"},
+               _optional_int, required=False, missing=None),
 )
+
+# Listing fields that stop working after a while: never kept for a later run's retry.
+SHORT_LIVED_FIELDS = frozenset({"download_url", "signed_url", "signed_url_expires"})
 
 
 def ho_fields() -> list[PhotoField]:

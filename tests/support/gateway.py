@@ -195,6 +195,25 @@ class Gateway:
             return []
         return [json.loads(line) for line in self.access_log.read_text().splitlines() if line]
 
+    def slow_reader(self, path: str, headers: dict | None = None):
+        """A TLS connection that asks for `path` and reads only the first bytes: nginx keeps
+        the download (and its limit_conn slot) open while the client does not read."""
+        import socket
+        import ssl
+        context = ssl.create_default_context(cafile=str(self.tls.ca_path))
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(10)
+        raw.connect(("127.0.0.1", self.https_port))
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        lines = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{lines}\r\n".encode())
+        head = sock.recv(1024)
+        if not head.startswith(b"HTTP/1.1 200"):
+            sock.close()
+            raise TestbedError(f"a slow reader of {path} was answered {head[:200]!r}")
+        return sock
+
     def stop(self) -> None:
         """Stop nginx (SIGQUIT, then SIGKILL to the group after 10 s)."""
         if self.process and self.process.poll() is None:

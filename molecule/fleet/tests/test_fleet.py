@@ -112,6 +112,10 @@ def test_gateway_serves_tls_and_keeps_its_key_private(host):
     assert host.service("nginx").is_running
     key = host.file("/etc/nginx/tls/ho_gateway.key")
     assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+    # nginx.conf holds the signed links' secret (the demo inventory sets one).
+    conf = host.file("/etc/nginx/nginx.conf")
+    assert (conf.user, conf.group, conf.mode) == ("root", "root", 0o600)
+    assert conf.contains("secure_link_md5")
     listening = host.check_output("ss -Hltn").split()
     assert "0.0.0.0:443" in listening
     # The access log: which API host served, never a credential.

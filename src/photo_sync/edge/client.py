@@ -49,7 +49,7 @@ from photo_sync.edge.settings import DEFAULT_MAX_PHOTO_BYTES, DEFAULT_MIN_RATE, 
 from photo_sync.errors import HOError, HOUnreachable
 from photo_sync.protocol import Checksums
 
-__all__ = ["BodyTooLarge", "DeadlineExceeded", "Download", "HOClient", "HOError",
+__all__ = ["BodyTooLarge", "DeadlineExceeded", "Download", "HOClient", "HOError", "LinkRefused",
            "HOUnreachable", "PhotoRejected", "PhotoUnavailable", "RateLimiter",
            "VerificationError", "download_deadline"]
 
@@ -67,6 +67,20 @@ class PhotoUnavailable(Exception):
     keeps answering 5xx for it): a failure of the photo, not of the run."""
 
     kind = protocol.FAILURE_UNAVAILABLE
+
+
+# The gateway's answers to a signed link it will not serve: 410 expired, 403 not signed for
+# this store and photo (or signed with a secret since rotated). Either way a fresh listing
+# gives a fresh link.
+LINK_REFUSED_STATUSES = (403, 410)
+
+
+class LinkRefused(PhotoUnavailable):
+    """The gateway refused a signed link (`status` 410: expired; 403: not valid)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 class PhotoRejected(Exception):
@@ -540,27 +554,42 @@ class HOClient:
         refused = self.presigned_allowed(url)
         if refused:
             raise PhotoUnavailable(f"presigned URL not fetched: {refused}")
+        return self._fetch_direct(url, photo, "presigned GET", "S3")
+
+    def fetch_signed(self, path: str, photo: dict) -> Download:
+        """The bytes of a photo through a signed link of the listing (`signed_url`, a path
+        under /signed/ on HO's own origin, served by the gateway from S3), verified against
+        the listing's checksums. LinkRefused when the gateway refuses the link (expired or
+        not valid: list the page again); other PhotoUnavailable means "use the API"."""
+        if not path.startswith(protocol.SIGNED_PREFIX):
+            raise PhotoUnavailable(f"signed link not fetched: not a path under "
+                                   f"{protocol.SIGNED_PREFIX}")
+        return self._fetch_direct(self.base_url + path, photo, "signed link", "the HO gateway")
+
+    def _fetch_direct(self, url: str, photo: dict, what: str, source: str) -> Download:
+        """One GET of a photo's bytes outside the API (no token, no redirects, one try)."""
         limit = self.photo_limit(photo)
         with WATCHDOG.start(self.deadline(photo), self.timeout_s) as watch:
             try:
                 response = self.http.request("GET", url, watch=watch)
             except NoAnswer as exc:
                 if exc.timed_out:
-                    raise PhotoUnavailable("presigned GET: no complete headers within "
+                    raise PhotoUnavailable(f"{what}: no complete headers within "
                                            f"PHOTO_SYNC_EDGE_TIMEOUT={self.timeout_s:g} s"
                                            ) from None
-                raise PhotoUnavailable(f"presigned GET failed ({exc.tls or exc.reason})"
-                                       ) from None
+                raise PhotoUnavailable(f"{what} failed ({exc.tls or exc.reason})") from None
             with response:
                 if 300 <= response.status < 400:
-                    raise PhotoUnavailable(f"presigned GET answered {response.status} "
+                    raise PhotoUnavailable(f"{what} answered {response.status} "
                                            "(a redirect: not followed)")
+                if response.status in LINK_REFUSED_STATUSES and what == "signed link":
+                    raise LinkRefused(f"{what} answered {response.status}", response.status)
                 if response.status != 200:
-                    raise PhotoUnavailable(f"presigned GET answered {response.status}")
+                    raise PhotoUnavailable(f"{what} answered {response.status}")
                 try:
-                    data, sums = self._read_photo(response, watch, photo, limit, "S3")
+                    data, sums = self._read_photo(response, watch, photo, limit, source)
                 except BodyBroken as exc:
-                    raise PhotoUnavailable(f"presigned GET failed ({exc.reason})") from None
+                    raise PhotoUnavailable(f"{what} failed ({exc.reason})") from None
         _verify(sums, (photo.get("checksum") or "").lower(),
                 (photo.get("checksum_sha256") or "").lower() or None, "the HO catalog")
         return Download(data, sums.md5, photo.get("checksum_sha256"),

@@ -50,8 +50,8 @@ import psycopg
 
 from photo_sync import protocol
 from photo_sync.edge import metrics
-from photo_sync.edge.client import (Download, HOClient, PhotoRejected, PhotoUnavailable,
-                                    VerificationError)
+from photo_sync.edge.client import (Download, HOClient, LinkRefused, PhotoRejected,
+                                    PhotoUnavailable, VerificationError)
 from photo_sync.edge.settings import EdgeSettings
 from photo_sync.edge.store import EdgeStore
 from photo_sync.errors import DeleteRefused, HOError, HOUnreachable, PhotoSyncError
@@ -70,7 +70,8 @@ MAX_FAILURES_LISTED = 50
 # to list and presign, all of it before the first byte moved (bench/profiles/README.md).
 FIRST_PAGE_PHOTOS = 64
 # After this many presigned fetches fail (S3 not reachable from the store, clock skew),
-# the run stops trying them and takes every photo through the API.
+# the run stops trying them and takes every photo through the API. The same for signed
+# links, counting failures other than a refused link (which a fresh listing mends).
 PRESIGNED_GIVE_UP = 3
 # A held row whose metadata differs from the feed's gets it rewritten (same bytes kept):
 # the edge columns marked `meta` in the field table (protocol.PHOTO_FIELDS).
@@ -164,6 +165,13 @@ class SyncRun:
         self._walked_from_start = False
         self._unavailable_in_a_row = 0
         self._presigned_failures = 0
+        self._signed_failures = 0
+        # The feed page being downloaded, as (cursor, first) for `_list`; None for retries.
+        self._page_source: tuple[str | None, bool] | None = None
+        # Signed links from pages listed again after a link was refused, per page source:
+        # {id: (link, version, checksum)}; a page is listed again at most once a run.
+        self._relisted: dict[tuple[str | None, bool], dict[uuid.UUID, tuple]] = {}
+        self._relist_lock = threading.Lock()
         self._lock = threading.Lock()
 
     # The run --------------------------------------------------------------------------
@@ -304,6 +312,7 @@ class SyncRun:
                                         "its feed does not move past the cursor: check HO")
                 upcoming = self._pool.submit(self._list, next_cursor)
             self.summary.listed += len(page["photos"])
+            self._page_source = (cursor, cursor is None)  # as `_list` fetched it
             self._process(self._parse(page["photos"]), cursor=next_cursor)
             if upcoming is None:
                 break
@@ -459,7 +468,14 @@ class SyncRun:
         return result
 
     def _download_one(self, photo: dict) -> Download:
-        """Bytes straight from S3 when HO offered a presigned URL, else through the API."""
+        """Bytes through the gateway's signed link or straight from S3 when HO offered one
+        (a presigned URL), else through the API."""
+        link = photo.get("signed_url")
+        if link and self._signed_failures < PRESIGNED_GIVE_UP:
+            try:
+                return self._fetch_signed(link, photo)
+            except PhotoUnavailable as exc:
+                log.info("signed download of %s failed (%s); using the HO API", photo["id"], exc)
         url = photo.get("download_url")
         if url and self.settings.presigned and self._presigned_failures < PRESIGNED_GIVE_UP:
             try:
@@ -470,6 +486,58 @@ class SyncRun:
                 log.info("presigned download of %s failed (%s); using the HO API",
                          photo["id"], exc)
         return self.client.download(photo)
+
+    def _fetch_signed(self, link: str, photo: dict) -> Download:
+        """The photo through its signed link; a link the gateway refuses (expired, or not
+        valid) is replaced from the page listed again, once. PhotoUnavailable: use the API."""
+        try:
+            return self.client.fetch_signed(link, photo)
+        except LinkRefused as exc:
+            fresh = self._fresh_link(photo)
+            if not fresh or fresh == link:
+                raise PhotoUnavailable(f"{exc}, and no fresh link for it") from None
+            log.info("signed link of %s refused (%s): using the one of the page listed again",
+                     photo["id"], exc)
+            try:
+                return self.client.fetch_signed(fresh, photo)
+            except LinkRefused as again:
+                # HO and the gateway disagree (a secret rotated on one side): give up on
+                # links after a few, as after any other failure.
+                with self._lock:
+                    self._signed_failures += 1
+                raise PhotoUnavailable(f"{again} (a fresh link too)") from None
+        except PhotoUnavailable:
+            with self._lock:
+                self._signed_failures += 1
+            raise
+
+    def _fresh_link(self, photo: dict) -> str | None:
+        """The photo's signed link from its page listed again, when the photo there is the
+        one being fetched (same version and checksum: the bytes are checked against the first
+        listing): the first refused link of a page lists it (under a lock, once a run); the
+        page's other downloads reuse that listing."""
+        source = self._page_source
+        if source is None:
+            return None
+        with self._relist_lock:
+            links = self._relisted.get(source)
+            if links is None:
+                links = {}
+                try:
+                    page = self._list(*source)
+                except (HOError, PhotoSyncError) as exc:
+                    log.info("listing the page again for fresh links failed (%s)", exc)
+                else:
+                    for item in page["photos"]:
+                        try:
+                            fresh = protocol.parse_photo(item)
+                        except protocol.InvalidPhoto:
+                            continue  # counted when its page was first listed
+                        links[fresh["id"]] = (fresh["signed_url"], fresh["version"],
+                                              fresh["checksum"])
+                self._relisted[source] = links
+        link, version, checksum = links.get(photo["id"], (None, None, None))
+        return link if (version, checksum) == (photo["version"], photo["checksum"]) else None
 
     def _flush(self) -> None:
         """Hand the write batch to the writer thread (after the write before it), which

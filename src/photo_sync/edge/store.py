@@ -251,9 +251,9 @@ class EdgeStore:
         with self.conn.cursor() as cur:
             cur.execute(self._mark_failed, _edge_row(photo, sync_error=error))
             self._queue(cur, [(photo["id"], photo["version"], protocol.STATUS_FAILED, None, error)])
-            # A presigned URL expires; the retry goes through the API.
+            # A presigned URL or signed link expires; the retry goes through the API.
             wanted = protocol.dump_photo({k: v for k, v in photo.items()
-                                          if k != "download_url"})
+                                          if k not in protocol.SHORT_LIVED_FIELDS})
             cur.execute(
                 "INSERT INTO photo_sync_retry (photo_id, photo, last_error) VALUES (%s, %s, %s) "
                 "ON CONFLICT (photo_id) DO UPDATE SET photo = EXCLUDED.photo, "
@@ -508,7 +508,8 @@ class EdgeStore:
                 "ON CONFLICT (photo_id) DO UPDATE SET photo = EXCLUDED.photo, "
                 "last_error = EXCLUDED.last_error, updated_at = now()",
                 [(photo_id, json.dumps({k: (str(v) if isinstance(v, uuid.UUID) else v)
-                                        for k, v in p.items() if k != "download_url"}),
+                                        for k, v in p.items()
+                                        if k not in protocol.SHORT_LIVED_FIELDS}),
                   f"verify: {kind}") for photo_id, (p, kind) in zip(ids, photos)])
             # HO's fleet view should count them as not synced until the pull lands.
             self._queue(cur, [(photo_id, int(p.get("version") or 0), protocol.STATUS_PENDING,

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from photo_sync import protocol
-from photo_sync.ho import auth, catalog
+from photo_sync.ho import auth, catalog, links
 from photo_sync.ho.errors import APIError
 from photo_sync.ho.openapi import spec
 from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
@@ -120,8 +120,8 @@ def _image_url(row: dict) -> str:
     return f"{url}?v={protocol.cache_buster(row['checksum'])}"
 
 
-# Fields HO derives rather than keeps in a column; download_url is added by the listing
-# when HO offers presigned downloads.
+# Fields HO derives rather than keeps in a column; download_url and signed_url are added
+# by the listing when HO offers presigned downloads or signed links.
 _DERIVED = {"image_url": _image_url}
 
 
@@ -227,6 +227,16 @@ def list_photos():
         for photo, row in zip(photos, page.photos):
             if not photo["deleted"]:
                 photo["download_url"] = storage.presign(row["object_key"], ttl)
+    secret = _ext().settings.signed_link_secret
+    if secret:
+        # The deployed default behind the ho_gateway: a link per live photo that nginx
+        # checks and serves from S3 itself (ho/links.py), so a download runs no Python.
+        signer = links.LinkSigner(_ext().storage, secret, _ext().settings.signed_link_ttl,
+                                  str(g.store_id))
+        for photo, row in zip(photos, page.photos):
+            if not photo["deleted"]:
+                photo["signed_url"] = signer.link(row)
+                photo["signed_url_expires"] = signer.expires
     return jsonify(
         photos=photos,
         total=page.total,

@@ -37,6 +37,14 @@ def _public_endpoint(raw: str) -> str:
     return raw
 
 
+def _signed_link_secret(raw: str) -> str:
+    if raw and len(raw.encode()) < MIN_JWT_SECRET_BYTES:
+        raise ConfigError(f"{PREFIX}SIGNED_LINK_SECRET must be at least {MIN_JWT_SECRET_BYTES} "
+                          "random bytes (e.g. `openssl rand -hex 32`), the same value as the "
+                          "gateway's ho_gateway_signed_link_secret; or unset for no signed links")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in LOG_LEVELS:
@@ -70,6 +78,12 @@ class HOSettings:
     # Behind the ho_gateway nginx: downloads answer X-Accel-Redirect and nginx fetches the
     # bytes from S3, so no photo byte passes through Python.
     accel_redirect: bool = False
+    # Behind the ho_gateway nginx: the listing signs, per live photo, a /signed/ link the
+    # gateway checks itself (secure_link) and serves from S3, so no Python runs per photo.
+    # Empty: no signed links. The gateway's ho_gateway_signed_link_secret, same value.
+    signed_link_secret: str = setting("", parse=_signed_link_secret)
+    # How long a signed link works: the bound on a disabled store's links (docs/api.md).
+    signed_link_ttl: int = setting(900, minimum=60, maximum=86400)
     # gunicorn (gunicorn_conf.py) and the app's pool size.
     bind: str = "127.0.0.1:8080"
     workers: int = 0  # 0: min(4, 2 x CPUs), see `worker_count`
