@@ -68,6 +68,9 @@ case "$repo" in
     [A-Za-z0-9._-]*@[A-Za-z0-9.-]*:?*) ssh_url=true ;;
     *) die "store_pull_repo_url must be https://, ssh:// or git@host:path" ;;
 esac
+if $ssh_url && ! grep -q '^store_pull_ssh_known_hosts:' "$settings"; then
+    die "store_pull_repo_url is ssh: set store_pull_ssh_known_hosts in $settings (the git server's host key, pinned)"
+fi
 verify=(--verify-commit)
 if ! grep -q '^store_pull_signing_key:' "$settings"; then
     truthy "$(setting store_pull_insecure_unsigned_commits)" \
@@ -168,6 +171,9 @@ if signing_key is not None:
     if "PRIVATE KEY BLOCK" in signing_key or "BEGIN PGP PUBLIC KEY BLOCK" not in signing_key:
         die("store_pull_signing_key must be the armored PUBLIC key(s) that sign the wave "
             "branches (gpg --armor --export FINGERPRINT), never a secret key")
+elif settings.get("store_pull_insecure_unsigned_commits") is not True:
+    die(f"set store_pull_signing_key in {settings_path} (the armored public key that signs "
+        "the wave branches; README 'Stores behind NAT')")
 gnupg = os.path.join(trust, "gnupg")
 key_file = put(os.path.join(trust, "signing-key.asc"), signing_key, 0o644)
 if key_file is None:

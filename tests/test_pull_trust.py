@@ -61,7 +61,8 @@ def test_the_gate_refuses_an_unsafe_repository_url(tmp_path, url):
     ("ssh://git@git.example.invalid/chain/photo-sync.git",
      {"store_pull_ssh_key": "k",
       "store_pull_ssh_known_hosts": "git.example.invalid ssh-ed25519 A"}),
-    ("git@git.example.invalid:chain/photo-sync.git", {}),
+    ("git@git.example.invalid:chain/photo-sync.git",
+     {"store_pull_ssh_known_hosts": "git.example.invalid ssh-ed25519 A"}),
     ("file:///srv/photo-sync.git", {"store_pull_allow_file_url": True}),
 ])
 def test_the_gate_accepts_https_ssh_and_a_test_only_file_url(tmp_path, url, extra):
@@ -74,9 +75,11 @@ def test_the_gate_accepts_https_ssh_and_a_test_only_file_url(tmp_path, url, extr
     {"store_pull_signing_key": "mDMEZ0test"},
     {"store_pull_signing_key": PUBLIC_KEY + "-----BEGIN PGP PRIVATE KEY BLOCK-----\n"},
     {"store_pull_signing_key": PUBLIC_KEY, "store_pull_ssh_key": "k"},
+    {"store_pull_signing_key": PUBLIC_KEY, "store_pull_repo_url": "git@git.example.invalid:p"},
 ])
 def test_the_gate_refuses_a_pull_with_no_signing_key_or_no_pinned_host_key(tmp_path, extra):
-    out = run_gate(tmp_path, store_pull_repo_url="https://git.example.invalid/p.git", **extra)
+    settings = {"store_pull_repo_url": "https://git.example.invalid/p.git", **extra}
+    out = run_gate(tmp_path, **settings)
     assert out.returncode != 0
     assert "store_pull_signing_key must be the armored public key(s)" in out.stdout
 
@@ -285,7 +288,7 @@ def test_the_bootstrap_refuses_a_deploy_key_without_a_pinned_host_key(tmp_path, 
                   store_pull_ssh_key="-----BEGIN OPENSSH PRIVATE KEY-----\nhunter2\n")
     out = store.trust()
     assert out.returncode == 2
-    assert "store_pull_ssh_key needs store_pull_ssh_known_hosts" in out.stderr
+    assert "set store_pull_ssh_known_hosts" in out.stderr
     assert "hunter2" not in out.stderr + out.stdout
     assert not (store.home / "trust" / "deploy-key").exists()
 
