@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from photo_sync import protocol
-from photo_sync.ho import auth, catalog
+from photo_sync.ho import auth, catalog, metrics
 from photo_sync.ho.errors import APIError
 from photo_sync.ho.openapi import spec
 from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
@@ -227,6 +227,7 @@ def list_photos():
         for photo, row in zip(photos, page.photos):
             if not photo["deleted"]:
                 photo["download_url"] = storage.presign(row["object_key"], ttl)
+                metrics.downloaded("presigned", row["size"])
     return jsonify(
         photos=photos,
         total=page.total,
@@ -300,6 +301,7 @@ def download(photo_id: str):
     chunks.on_close.append(lambda: inflight.leave(store_id))
     response = Response(chunks, mimetype=row["content_type"], headers=headers,
                         direct_passthrough=True)
+    metrics.downloaded("stream", size)
     response.set_etag(etag)
     return response
 
@@ -322,6 +324,7 @@ def _accel_redirect(row: dict, headers: dict, etag: str) -> Response:
     # The store this token proved to be: the gateway's per-store download cap is keyed on
     # it (nginx drops the header on the internal redirect; the store never sees it).
     response.headers["X-Photo-Sync-Store"] = str(g.store_id)
+    metrics.downloaded("accel", row["size"])
     response.set_etag(etag)
     return response
 
