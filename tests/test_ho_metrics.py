@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -262,3 +263,42 @@ def test_fleet_figures_with_no_store(pg):
         catalog.init_db(conn)
         assert metrics.fleet_figures(conn) == {"catalog_photos": 0, "last_change": 0.0,
                                                "stores": {}}
+
+
+# The alerting rules on these series (monitoring/photo-sync-ho.rules.yml) ----------------
+
+MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
+HO_RULES = MONITORING / "photo-sync-ho.rules.yml"
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("promtool")
+    assert exe, "promtool is missing: scripts/bootstrap.sh installs Debian's prometheus"
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
+
+
+def ho_rule_exprs() -> dict[str, str]:
+    import yaml
+    groups = yaml.safe_load(HO_RULES.read_text())["groups"]
+    return {rule["alert"]: rule["expr"] for group in groups for rule in group["rules"]}
+
+
+def test_ho_rules_are_valid_and_each_alert_has_a_firing_test():
+    result = _promtool("check", "rules", str(HO_RULES))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 7 rules found" in result.stdout
+    tests = MONITORING / "tests" / "photo-sync-ho.test.yml"
+    result = _promtool("test", "rules", str(tests))
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = tests.read_text()
+    for alert in ho_rule_exprs():
+        assert f'alertname="{alert}",alertstate="firing",' in text, f"{alert} has no test"
+
+
+def test_the_ho_rules_read_only_series_ho_serves(fleet):
+    """A renamed series would silently mute an alert."""
+    served = {name for name, _ in scrape(fleet[0].server.metrics_url)}
+    read = set()
+    for expr in ho_rule_exprs().values():
+        read |= set(re.findall(r"\b(photo_sync_ho_\w+)", expr))
+    assert len(read) >= 8 and read <= served, read - served
