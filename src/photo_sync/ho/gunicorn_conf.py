@@ -65,7 +65,7 @@ def when_ready(server):
                                    lock_timeout_ms=1_000)
     if _settings.s3_endpoint and _settings.s3_access_key and _settings.s3_secret_key:
         check_storage = Storage.from_settings(_settings).check
-    metrics.serve(_settings.metrics_bind, metrics.registry(connect, check_storage))
+    metrics.serve(_settings.metrics_bind, metrics.Exporter(connect, check_storage))
 
 
 def child_exit(server, worker):

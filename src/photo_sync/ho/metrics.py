@@ -27,7 +27,6 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +112,14 @@ def init_app(app) -> None:
 # (photo_sync.ho.fleet): synced = live photos reported synced at their current version,
 # failed = live photos reported failed, deletions pending = tombstones of photos it still
 # reports holding. The lag is the age of the oldest change it has not reported synced;
-# `fleet` asks for it store by store, here it is found for every store in one pass: rank
-# the live photos by (updated_at, id); a store's synced photos, in rank order, are numbered
-# 1, 2, ...; the first whose rank is not its number marks the first rank the store lacks
-# (or, with no gap, the rank after its last), and that photo is its oldest unsynced change.
+# `fleet` asks for it store by store, here it is found for every store at once, without
+# sorting the reports (a sort of every report was most of a scrape's cost): rank the live
+# photos by (updated_at, id); per store and block of 62 ranks, a bitmask of the ranks it
+# has synced (hash aggregation). The store's first missing rank is in its first block that
+# is absent or not full, at that block's lowest zero bit; that photo is its oldest unsynced
+# change. Ranks past the catalog's end count as missing, so a store with everything has
+# its first missing rank after the last one, and no live gap.
+_BLOCK = 62  # bits per mask: (mask + 1) must stay within a bigint
 FLEET_SQL = """
 WITH live AS (
     SELECT id, version, updated_at, row_number() OVER (ORDER BY updated_at, id) AS rank
@@ -126,15 +129,24 @@ totals AS (
            (SELECT extract(epoch FROM max(greatest(updated_at, deleted_at)))
               FROM product_photo) AS last_change,
            extract(epoch FROM now()) AS now),
-synced AS (
-    SELECT st.store_id, l.rank,
-           row_number() OVER (PARTITION BY st.store_id ORDER BY l.rank) AS n
+blocks AS (
+    SELECT st.store_id, (l.rank - 1) / {block} AS block, count(*) AS n,
+           bit_or(1::bigint << ((l.rank - 1) % {block})::int) AS mask
       FROM photo_sync_status st JOIN live l ON l.id = st.photo_id
-     WHERE st.status = 'synced' AND st.version >= l.version),
+     WHERE st.status = 'synced' AND st.version >= l.version
+     GROUP BY st.store_id, (l.rank - 1) / {block}),
+numbered AS (
+    SELECT store_id, block, n, mask,
+           row_number() OVER (PARTITION BY store_id ORDER BY block) - 1 AS expected
+      FROM blocks),
 gaps AS (
-    SELECT store_id, count(*) AS synced,
-           coalesce(min(n) FILTER (WHERE rank <> n), count(*) + 1) AS first_missing
-      FROM synced GROUP BY store_id),
+    SELECT store_id, sum(n) AS synced,
+           coalesce(min(CASE
+               WHEN block <> expected THEN expected * {block} + 1
+               WHEN mask <> {full} THEN block * {block} + 1 + round(log(2::numeric,
+                    ((~mask) & (mask + 1))::numeric))::bigint
+           END), (max(block) + 1) * {block} + 1) AS first_missing
+      FROM numbered GROUP BY store_id),
 reports AS (
     SELECT st.store_id, extract(epoch FROM max(st.reported_at)) AS last_report,
            count(p.id) FILTER (WHERE st.status = 'failed' AND p.deleted_at IS NULL) AS failed,
@@ -154,7 +166,7 @@ SELECT t.catalog_photos, t.last_change, t.now, s.id AS store_id, s.name, s.activ
   LEFT JOIN reports r ON r.store_id = s.id
   LEFT JOIN live missing ON missing.rank = coalesce(g.first_missing, 1)
  ORDER BY s.id
-"""
+""".format(block=_BLOCK, full=2**_BLOCK - 1)
 
 
 def fleet_figures(conn) -> dict:
@@ -162,6 +174,8 @@ def fleet_figures(conn) -> dict:
     {store id: {...}}}, from FLEET_SQL in one read-only snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # The gap search sorts every synced report: in memory, not in temporary files.
+        conn.execute("SET LOCAL work_mem = '64MB'")
         rows = conn.execute(FLEET_SQL).fetchall()
     first = rows[0]
     catalog_photos = int(first["catalog_photos"])
@@ -189,106 +203,139 @@ def fleet_figures(conn) -> dict:
             "stores": stores}
 
 
-class CatalogCollector:
-    """The per-store and catalog series, read from the catalog at every scrape.
+def _escape(value: str) -> str:
+    """A label value as the text format writes it."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+# (name, figure, help) of the one-label-per-store gauges, in the order they are written.
+_STORE_GAUGES = (
+    ("photo_sync_ho_store_last_report_timestamp_seconds", "last_report",
+     "Time of the store's newest status report; 0 when it never reported"),
+    ("photo_sync_ho_store_lag_seconds", "lag_seconds",
+     "Age of the oldest catalog change the store has not reported synced"),
+    ("photo_sync_ho_store_deletions_pending", "deletions_pending",
+     "Deleted photos the store still reports holding"),
+    ("photo_sync_ho_store_enabled", "enabled", "1 when the store may sync, 0 when disabled at HO"),
+)
+
+
+def catalog_text(figures: dict | None, storage_up: bool | None = None) -> str:
+    """The catalog series in the Prometheus text format, from `fleet_figures`' result (None:
+    the catalog could not be read, so only photo_sync_ho_catalog_up 0).
+
+    Written directly rather than through prometheus_client's metric objects: with 2000
+    stores that is some 18,000 samples, and building an object per sample cost more than
+    the catalog statement (bench/ho_metrics.py)."""
+    lines = ["# HELP photo_sync_ho_catalog_up 1 when this scrape could read the HO catalog",
+             "# TYPE photo_sync_ho_catalog_up gauge",
+             f"photo_sync_ho_catalog_up {0 if figures is None else 1}"]
+    if storage_up is not None:
+        lines += ["# HELP photo_sync_ho_storage_up 1 when this scrape found the S3 bucket "
+                  "answering", "# TYPE photo_sync_ho_storage_up gauge",
+                  f"photo_sync_ho_storage_up {int(storage_up)}"]
+    if figures is None:
+        return "\n".join(lines) + "\n"
+    lines += ["# HELP photo_sync_ho_catalog_photos Live photos in the catalog",
+              "# TYPE photo_sync_ho_catalog_photos gauge",
+              f"photo_sync_ho_catalog_photos {figures['catalog_photos']}",
+              "# HELP photo_sync_ho_catalog_last_change_timestamp_seconds Time of the "
+              "catalog's newest change (import, update or delete)",
+              "# TYPE photo_sync_ho_catalog_last_change_timestamp_seconds gauge",
+              f"photo_sync_ho_catalog_last_change_timestamp_seconds {figures['last_change']!r}"]
+    stores = figures["stores"]
+    # Store ids are UUIDs (catalog type uuid): nothing in them to escape.
+    for name, key, text in _STORE_GAUGES:
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge"]
+        lines += [f'{name}{{store="{sid}"}} {float(s[key])!r}' for sid, s in stores.items()]
+    name = "photo_sync_ho_store_photos"
+    lines += [f"# HELP {name} Live catalog photos by the store's reported state",
+              f"# TYPE {name} gauge"]
+    for state in ("synced", "failed", "pending"):
+        lines += [f'{name}{{store="{sid}",state="{state}"}} {s[state]}'
+                  for sid, s in stores.items()]
+    name = "photo_sync_ho_store_info"
+    lines += [f"# HELP {name} The store's name at HO (always 1)", f"# TYPE {name} gauge"]
+    lines += [f'{name}{{store="{sid}",name="{_escape(s["name"] or "")}"}} 1'
+              for sid, s in stores.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Exporter:
+    """What a scrape answers: every worker's counters (their multiprocess files), then the
+    catalog series read now.
 
     `connect()` opens a catalog connection (closed after the scrape); `check_storage()`
     raises when S3 does not answer. A catalog that cannot be read yields
     photo_sync_ho_catalog_up 0 and no per-store series (a gap, never stale figures)."""
 
-    def __init__(self, connect, check_storage=None):
+    def __init__(self, connect=None, check_storage=None):
+        from prometheus_client import multiprocess
+
         self._connect = connect
         self._check_storage = check_storage
+        self._workers = CollectorRegistry()
+        multiprocess.MultiProcessCollector(self._workers)
 
-    def collect(self):
-        catalog_up = GaugeMetricFamily("photo_sync_ho_catalog_up",
-                                       "1 when this scrape could read the HO catalog")
+    def catalog(self) -> str:
+        if self._connect is None:
+            return ""
         figures = None
         try:
             with self._connect() as conn:
                 figures = fleet_figures(conn)
         except Exception as exc:  # any failure is "down"; the log says which
             log.warning("metrics: cannot read the catalog: %s", type(exc).__name__)
-        catalog_up.add_metric([], 1 if figures is not None else 0)
-        yield catalog_up
+        storage_up = None
         if self._check_storage is not None:
-            storage_up = GaugeMetricFamily("photo_sync_ho_storage_up",
-                                           "1 when this scrape found the S3 bucket answering")
             try:
                 self._check_storage()
-                storage_up.add_metric([], 1)
+                storage_up = True
             except Exception as exc:
                 log.warning("metrics: S3 does not answer: %s", type(exc).__name__)
-                storage_up.add_metric([], 0)
-            yield storage_up
-        if figures is None:
-            return
-        yield from catalog_families(figures)
+                storage_up = False
+        return catalog_text(figures, storage_up)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self._workers) + self.catalog().encode()
+
+    def wsgi(self, environ, start_response):
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"the metrics are at /metrics\n"]
+        body = self.render()
+        start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
 
 
-def catalog_families(figures: dict):
-    """The GaugeMetricFamily objects of `fleet_figures`' result."""
-    photos = GaugeMetricFamily("photo_sync_ho_catalog_photos", "Live photos in the catalog")
-    photos.add_metric([], figures["catalog_photos"])
-    change = GaugeMetricFamily("photo_sync_ho_catalog_last_change_timestamp_seconds",
-                               "Time of the catalog's newest change (import, update or delete)")
-    change.add_metric([], figures["last_change"])
-    families = {
-        "last_report": GaugeMetricFamily(
-            "photo_sync_ho_store_last_report_timestamp_seconds",
-            "Time of the store's newest status report; 0 when it never reported", labels=["store"]),
-        "lag_seconds": GaugeMetricFamily(
-            "photo_sync_ho_store_lag_seconds",
-            "Age of the oldest catalog change the store has not reported synced",
-            labels=["store"]),
-        "deletions_pending": GaugeMetricFamily(
-            "photo_sync_ho_store_deletions_pending",
-            "Deleted photos the store still reports holding", labels=["store"]),
-        "enabled": GaugeMetricFamily("photo_sync_ho_store_enabled",
-                                     "1 when the store may sync, 0 when disabled at HO",
-                                     labels=["store"]),
-    }
-    states = GaugeMetricFamily("photo_sync_ho_store_photos",
-                               "Live catalog photos by the store's reported state",
-                               labels=["store", "state"])
-    info = GaugeMetricFamily("photo_sync_ho_store_info", "The store's name at HO (always 1)",
-                             labels=["store", "name"])
-    for store_id, store in figures["stores"].items():
-        for key, family in families.items():
-            family.add_metric([store_id], float(store[key]))
-        for state in ("synced", "failed", "pending"):
-            states.add_metric([store_id, state], store[state])
-        info.add_metric([store_id, store["name"] or ""], 1)
-    yield photos
-    yield change
-    yield from families.values()
-    yield states
-    yield info
-
-
-def registry(connect=None, check_storage=None) -> CollectorRegistry:
-    """The registry a scrape reads: every worker's files, and the catalog when `connect`."""
-    from prometheus_client import multiprocess
-
-    reg = CollectorRegistry()
-    multiprocess.MultiProcessCollector(reg)
-    if connect is not None:
-        reg.register(CatalogCollector(connect, check_storage))
-    return reg
-
-
-def serve(bind: str, reg: CollectorRegistry) -> threading.Thread | None:
-    """Serve `reg` at http://BIND/metrics from a daemon thread; None (logged) when the
+def serve(bind: str, exporter: Exporter) -> threading.Thread | None:
+    """Serve `exporter` at http://BIND/metrics from a daemon thread; None (logged) when the
     address cannot be bound: the API keeps serving without its metrics."""
-    from prometheus_client import start_http_server
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):  # gunicorn's log is for the API's requests
+            pass
 
     host, _, port = bind.rpartition(":")
+    if host.startswith("["):
+        import socket
+        Server.address_family = socket.AF_INET6
     try:
-        server, thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1",
-                                           registry=reg)
+        httpd = make_server(host.strip("[]"), int(port), exporter.wsgi, Server, Quiet)
     except OSError as exc:
         log.error("metrics: cannot listen on %s (%s): check PHOTO_SYNC_HO_METRICS_BIND",
                   bind, exc.strerror)
         return None
+    thread = threading.Thread(target=httpd.serve_forever, name="photo-sync-metrics",
+                              daemon=True)
+    thread.start()
     log.info("metrics: serving http://%s/metrics", bind)
     return thread
