@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what photo-sync needs on this machine: Debian packages when missing (PostgreSQL,
-# procps, promtool, and the bench's peers rclone, wrk and nginx), and the project venv (.venv) with the
+# procps, promtool and prometheus-node-exporter, and the bench's peers rclone, wrk and nginx), and the project venv (.venv) with the
 # package and its test/fleet tools.
 # Usage: scripts/bootstrap.sh [python-extras]   (default: test,fleet)
 set -euo pipefail
@@ -17,6 +17,8 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v nginx >/dev/null || need_apt+=(nginx-light)
 # promtool checks and unit-tests the alerting rules (tests/test_alerts.py).
 command -v promtool >/dev/null || need_apt+=(prometheus)
+# The end-to-end monitoring test scrapes a store's textfile through a real node_exporter.
+command -v prometheus-node-exporter >/dev/null || need_apt+=(prometheus-node-exporter)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]} with apt-get"
   export DEBIAN_FRONTEND=noninteractive

@@ -265,10 +265,10 @@ def test_monitoring_playbook_adds_a_scrape_job_for_the_api_hosts(tmp_path):
     config = tmp_path / "prometheus.yml"
     config.write_text(PROMETHEUS_YML)
     inventory = api_inventory(tmp_path, {
-        "ho-1": {"ansible_host": "10.0.0.5", "ho_sync_api_metrics_bind": "0.0.0.0:9108"},
-        "ho-2": None,  # the default bind, 127.0.0.1:9108: not reachable from prom-1
+        "ho-1": {"ansible_host": "10.0.0.5", "ho_sync_api_metrics_bind": "0.0.0.0:9464"},
+        "ho-2": None,  # the default bind, 127.0.0.1:9464: not reachable from prom-1
         "ho-3": {"ho_sync_api_metrics_bind": "192.0.2.7:9200"},
-        "ho-4": {"ho_sync_api_metrics_bind": "[::]:9108"},
+        "ho-4": {"ho_sync_api_metrics_bind": "[::]:9464"},
     })
     args = ["-e", f"photo_sync_prometheus_rules_dir={tmp_path / 'rules'}",
             "-e", "photo_sync_prometheus_service=",
@@ -280,7 +280,7 @@ def test_monitoring_playbook_adds_a_scrape_job_for_the_api_hosts(tmp_path):
     assert jobs["node"]["static_configs"] == [{"targets": ["localhost:9100"]}]
     assert jobs["photo_sync_ho"]["metrics_path"] == "/metrics"
     assert jobs["photo_sync_ho"]["static_configs"] == [
-        {"targets": ["10.0.0.5:9108", "ho-2:9108", "192.0.2.7:9200", "ho-4:9108"]}]
+        {"targets": ["10.0.0.5:9464", "ho-2:9464", "192.0.2.7:9200", "ho-4:9464"]}]
     assert written["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     assert "ho-2: the HO metrics endpoint listens on loopback only" in first.stdout
     check = subprocess.run([shutil.which("promtool") or "promtool", "check", "config",

@@ -238,10 +238,17 @@ class HOServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self, wait_healthy: bool = True) -> "HOServer":
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        env = {**os.environ, **self.env, "PHOTO_SYNC_HO_BIND": f"127.0.0.1:{self.port}",
+        # Each HO its own metrics port (the default one would be shared by every stack).
+        self.metrics_port = free_port()
+        env = {**os.environ, "PHOTO_SYNC_HO_METRICS_BIND": f"127.0.0.1:{self.metrics_port}",
+               **self.env, "PHOTO_SYNC_HO_BIND": f"127.0.0.1:{self.port}",
                "PHOTO_SYNC_HO_WORKERS": str(self.workers),
                "PHOTO_SYNC_HO_THREADS": str(self.threads)}
         gunicorn = str(Path(sys.executable).parent / "gunicorn")

@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from photo_sync import protocol
-from photo_sync.ho import auth, catalog, links
+from photo_sync.ho import auth, catalog, links, metrics
 from photo_sync.ho.errors import APIError
 from photo_sync.ho.openapi import spec
 from photo_sync.ho.storage import ObjectMissing, StorageUnavailable
@@ -227,6 +227,7 @@ def list_photos():
         for photo, row in zip(photos, page.photos):
             if not photo["deleted"]:
                 photo["download_url"] = storage.presign(row["object_key"], ttl)
+                metrics.downloaded("presigned", row["size"])
     secret = _ext().settings.signed_link_secret
     if secret:
         # The deployed default behind the ho_gateway: a link per live photo that nginx
@@ -237,6 +238,7 @@ def list_photos():
             if not photo["deleted"]:
                 photo["signed_url"] = signer.link(row)
                 photo["signed_url_expires"] = signer.expires
+                metrics.downloaded("signed", row["size"])
     return jsonify(
         photos=photos,
         total=page.total,
@@ -310,6 +312,7 @@ def download(photo_id: str):
     chunks.on_close.append(lambda: inflight.leave(store_id))
     response = Response(chunks, mimetype=row["content_type"], headers=headers,
                         direct_passthrough=True)
+    metrics.downloaded("stream", size)
     response.set_etag(etag)
     return response
 
@@ -332,6 +335,7 @@ def _accel_redirect(row: dict, headers: dict, etag: str) -> Response:
     # The store this token proved to be: the gateway's per-store download cap is keyed on
     # it (nginx drops the header on the internal redirect; the store never sees it).
     response.headers["X-Photo-Sync-Store"] = str(g.store_id)
+    metrics.downloaded("accel", row["size"])
     response.set_etag(etag)
     return response
 

@@ -11,7 +11,7 @@ from psycopg_pool import ConnectionPool
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from photo_sync import db
-from photo_sync.ho import api, errors
+from photo_sync.ho import api, errors, metrics
 from photo_sync.ho.settings import HOSettings
 from photo_sync.ho.storage import Storage
 
@@ -85,6 +85,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)
     app.extensions["photo_sync"] = PhotoSyncExtension(settings, pool_size=settings.threads + 2)
     errors.init_app(app)
+    metrics.init_app(app)
     app.register_blueprint(api.bp)
     app.url_map.strict_slashes = True
     logging.basicConfig(level=settings.log_level.upper(),

@@ -25,7 +25,9 @@ def issue_token(store: dict, secret_key: str, ttl: int) -> str:
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 
 
-def _unauthorized(detail: str) -> APIError:
+def _unauthorized(detail: str, reason: str) -> APIError:
+    # The refusal's reason for photo_sync_ho_token_failures_total (photo_sync.ho.metrics).
+    g.token_failure = reason
     return APIError(401, "unauthorized", detail, {"WWW-Authenticate": 'Bearer realm="photo-sync"'})
 
 
@@ -48,7 +50,7 @@ def decode_token() -> tuple[uuid.UUID, object]:
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized("missing bearer token: POST /api/v1/auth/token/ first")
+        raise _unauthorized("missing bearer token: POST /api/v1/auth/token/ first", "missing")
     key = (current_app.config["JWT_SECRET"], token)
     # Another API host may have issued the token with a clock a little ahead (iat in our
     # future) or behind (exp just passed): within the leeway both are fine.
@@ -62,13 +64,13 @@ def decode_token() -> tuple[uuid.UUID, object]:
             leeway=leeway, options={"require": ["exp", "iat", "sub", "iss", "aud"]})
     except jwt.ExpiredSignatureError:
         _VERIFIED.pop(key, None)
-        raise _unauthorized("token expired: request a new one") from None
+        raise _unauthorized("token expired: request a new one", "expired") from None
     except (jwt.InvalidTokenError, ValueError, TypeError):
-        raise _unauthorized("invalid token") from None
+        raise _unauthorized("invalid token", "invalid") from None
     try:
         store_id = uuid.UUID(str(claims["sub"]))
     except ValueError:
-        raise _unauthorized("invalid token subject") from None
+        raise _unauthorized("invalid token subject", "invalid") from None
     exp = claims["exp"]
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
         if len(_VERIFIED) >= VERIFIED_MAX:
@@ -80,10 +82,10 @@ def decode_token() -> tuple[uuid.UUID, object]:
 def check_store(store: dict | None, generation) -> None:
     """401 unless `store` (its catalog row, or None) is active and still issues `generation`."""
     if store is None or not store["active"]:
-        raise _unauthorized("store is unknown or disabled")
+        raise _unauthorized("store is unknown or disabled", "unknown_store")
     if generation != store["token_generation"]:
         raise _unauthorized("token was revoked (secret rotated or store disabled): "
-                            "request a new one")
+                            "request a new one", "revoked")
 
 
 def authenticate_request() -> uuid.UUID:

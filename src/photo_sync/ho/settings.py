@@ -45,6 +45,17 @@ def _signed_link_secret(raw: str) -> str:
     return raw
 
 
+def _metrics_bind(raw: str) -> str:
+    """METRICS_BIND as host:port (an IPv6 host in brackets); "off": no endpoint ("")."""
+    if raw.lower() == "off":
+        return ""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{PREFIX}METRICS_BIND={raw!r} must be host:port, e.g. "
+                          "127.0.0.1:9464, or off for no metrics endpoint")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in LOG_LEVELS:
@@ -89,6 +100,9 @@ class HOSettings:
     workers: int = 0  # 0: min(4, 2 x CPUs), see `worker_count`
     threads: int = setting(8, minimum=1)
     log_level: str = setting("info", parse=_log_level)
+    # The Prometheus endpoint, served by the gunicorn master on its own address (never the
+    # API's, which the gateway forwards to): photo_sync.ho.metrics.
+    metrics_bind: str = setting("127.0.0.1:9464", parse=_metrics_bind)
     # Database sessions: a stuck lock ends as a 503 or an error, never as a hang.
     statement_timeout_ms: int = setting(db.STATEMENT_TIMEOUT_MS, minimum=100)
     lock_timeout_ms: int = setting(db.LOCK_TIMEOUT_MS, minimum=100)
