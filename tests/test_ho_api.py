@@ -305,9 +305,10 @@ def test_openapi_describes_every_endpoint(ho):
     listed = doc["paths"]["/api/v1/sync/product-photos/"]["get"]
     assert {p["name"] for p in listed["parameters"]} == {"store_id", "limit", "offset", "since",
                                                         "cursor"}
-    # download_url is listed only when HO offers presigned downloads
+    # The short-lived fields (download_url, signed_url and its expiry) are in the schema,
+    # present in a listing only when HO offers presigned downloads or signed links.
     assert set(doc["components"]["schemas"]["Photo"]["properties"]) == PHOTO_FIELDS | {
-        "download_url"}
+        "download_url", "signed_url", "signed_url_expires"}
     for path in ("sync/product-photos/", "sync/product-photos/{photo_id}/download/"):
         assert doc["paths"][f"/api/v1/{path}"]["get"]["security"] == [{"bearer": []}]
 
