@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 
+from photo_sync.edge.mirror import Mirror
 from support import testbed
 
 LINE = re.compile(r"photo mirror: (\d+) photos \((\d+) bytes\), (\d+) written, (\d+) removed, "
@@ -124,3 +125,33 @@ def test_a_wiped_mirror_is_rebuilt_by_the_next_run_that_changed_nothing(bed):
     assert mended["walk"] == "full" and mended["written"] == 1
     assert (mirror / "objects" / name / "photo.jpg").read_bytes() == photos[victim][3]
     assert pull(edge, mirror)["walk"] == "none"
+
+
+def test_unknown_changes_and_a_change_over_the_budget_walk_the_table(bed):
+    _, _, edge, mirror = bed
+    photos = edge.photos()
+    total = sum(len(p[3]) for p in photos.values())
+
+    def connect():
+        return edge.db()
+    # The agent's record, with a budget the mirror fills exactly.
+    first = Mirror(mirror, total, 0).refresh_changed(connect, "product_photo", None)
+    assert (first.walk, first.rows_read, first.bytes) == ("full", 6, total)
+    assert Mirror(mirror, total, 0).refresh_changed(connect, "product_photo", set()).walk == \
+        "none"
+    # A run that could not name what it changed: every held row again.
+    assert Mirror(mirror, total, 0).refresh_changed(connect, "product_photo", None).walk == \
+        "full"
+    # One photo grows past what the budget has room for: only the walk knows which photos
+    # are the newest, so it decides, and the budget holds.
+    grown_id = sorted(photos)[0]
+    data = testbed.make_jpeg(mirror.parent / "grown.jpg", 30 * 1024, seed=4701).read_bytes()
+    with edge.db() as conn:
+        conn.execute("UPDATE product_photo SET image_binary = %s, checksum = %s, "
+                     "updated_at = now() WHERE id = %s",
+                     (data, hashlib.md5(data).hexdigest(), grown_id))
+    after = Mirror(mirror, total, 0).refresh_changed(connect, "product_photo",
+                                                     {uuid.UUID(grown_id)})
+    assert after.walk == "full" and after.skipped_for_budget >= 1
+    assert after.bytes <= total
+    assert linked(mirror)[grown_id] == f"{hashlib.md5(data).hexdigest()}.jpg"  # the newest

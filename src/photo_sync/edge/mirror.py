@@ -144,11 +144,12 @@ class Mirror:
             if not locked:
                 return None
             state = self._trusted_state()
-            if state is not None and not changed:
+            if state is not None and changed is not None and not changed:
                 return self._refresh_nothing(state)
             with connect() as conn:
                 result = None
-                if state is not None and state["skipped_for_budget"] == 0:
+                if state is not None and changed is not None and \
+                        state["skipped_for_budget"] == 0:
                     # Nothing left out for the budget: every held photo is mirrored, so
                     # a change that fits the budget needs no ordering of the rest.
                     self._forget_state()
@@ -217,7 +218,12 @@ class Mirror:
         """The recorded state when it still describes the mirror and its settings."""
         try:
             state = json.loads((self.root / STATE).read_text())
-            trusted = (state["format"] == _STATE_FORMAT
+            numbers = [state[k] for k in ("linked", "bytes", "skipped_for_budget",
+                                          "walked_at")]
+            if state["gone_due"] is not None:
+                numbers.append(state["gone_due"])
+            trusted = (all(isinstance(n, (int, float)) for n in numbers)
+                       and state["format"] == _STATE_FORMAT
                        and state["max_bytes"] == self.max_bytes
                        and state["min_free_bytes"] == self.min_free_bytes
                        and state["stamps"] == self._stamps()
