@@ -7,7 +7,6 @@ agent's own log line (`photo mirror: ... N rows read (walk: ...)`)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import uuid
@@ -16,6 +15,7 @@ import pytest
 
 from photo_sync.edge.mirror import Mirror
 from support import testbed
+from support.mirror import catalog_ids, linked
 
 LINE = re.compile(r"photo mirror: (\d+) photos \((\d+) bytes\), (\d+) written, (\d+) removed, "
                   r".*; (\d+) rows read \(walk: (\w+)\)")
@@ -34,13 +34,6 @@ def pull(edge, mirror, mode: str = "incremental") -> dict:
     photos, nbytes, written, removed, rows, walk = found[0]
     return {"photos": int(photos), "bytes": int(nbytes), "written": int(written),
             "removed": int(removed), "rows_read": int(rows), "walk": walk}
-
-
-def linked(mirror) -> dict:
-    """{photo id: object name} of the mirror's links to bytes."""
-    links = {p.name: os.path.basename(os.readlink(p)) for p in (mirror / "ids").iterdir()
-             if not p.name.startswith(".")}
-    return {k: v for k, v in links.items() if v != "gone"}
 
 
 def stamps(mirror) -> dict:
@@ -77,10 +70,7 @@ def test_a_run_that_changed_nothing_reads_no_row_and_rewrites_no_file(bed):
 def test_a_changed_photo_is_replaced_by_the_next_incremental_run(bed):
     ho, folder, edge, mirror = bed
     files = sorted(folder.rglob("*.jpg"))
-    with ho.catalog() as conn:
-        ids = {path: conn.execute(
-            "SELECT id::text FROM product_photo WHERE product_id = %s AND filename = %s",
-            (uuid.UUID(path.parent.name), path.name)).fetchone()["id"] for path in files}
+    ids = catalog_ids(ho, files)
     replaced, deleted = files[0], files[1]
     old = linked(mirror)[ids[replaced]]
     deleted_object = linked(mirror)[ids[deleted]]
