@@ -99,7 +99,7 @@ class RefreshResult:
     removed: int = 0  # objects removed (replaced, deleted, over the budget or the floor)
     linked: int = 0  # photos the mirror answers for after the refresh
     bytes: int = 0  # bytes of those photos
-    skipped_for_space: int = 0  # photos not written: free space would fall below the floor
+    skipped_for_space: int = 0  # photos left out: free space would fall (or fell) below the floor
     skipped_for_budget: int = 0  # photos left out: over max_bytes
     unwritten: int = 0  # photos not written (bytes changed meanwhile, a write failed)
     rows_read: int = 0  # rows of the photo table read (0: the table was not read)
@@ -360,6 +360,7 @@ class Mirror:
         while kept and free_bytes(self.root) < self.min_free_bytes:
             key, name, _ = kept.pop()
             self._link(key, GONE)
+            result.skipped_for_space += 1  # left out for free space: the next walk retries
             uses[name] -= 1
             if not uses[name]:
                 shutil.rmtree(self.objects / name, ignore_errors=True)
