@@ -45,8 +45,16 @@ options:
     description: Parallel downloads.
     type: int
   bandwidth_limit:
-    description: Download cap in bytes per second; C(0) means none.
-    type: int
+    description:
+      - Download cap, as the agent's C(PHOTO_SYNC_EDGE_BANDWIDTH_LIMIT) takes it.
+      - A plain rate - a bare number is bytes per second (an integer given in YAML means
+        bytes per second, as before), C(512k) and C(2M) are binary units, C(0) or C(off)
+        means none.
+      - Or a timetable by the store's local time of day in rclone's C(--bwlimit) form,
+        for example C(08:00,512k 20:00,off) - each rate holds from its time to the next
+        entry's, the last runs on past midnight; rates in a timetable need their unit.
+      - A value the agent would not accept fails the task, naming the entry at fault.
+    type: str
   max_failures:
     description: The task fails when more photos than this failed.
     type: int
@@ -80,6 +88,11 @@ EXAMPLES = r"""
     config: /etc/photo-sync/edge.env
     bandwidth_limit: 2000000
     max_failures: 5
+
+- name: Catch up at 512 KiB/s in opening hours, uncapped from 20:00 (store's local time)
+  photo_sync_pull:
+    config: /etc/photo-sync/edge.env
+    bandwidth_limit: "08:00,512k 20:00,off"
 """
 
 RETURN = r"""
@@ -149,7 +162,7 @@ ARGUMENT_SPEC = argument_spec(
     DATABASE_ARGS, HO_ARGS,
     mode=dict(type="str", default="incremental", choices=["full", "incremental"]),
     concurrency=dict(type="int"),
-    bandwidth_limit=dict(type="int"),
+    bandwidth_limit=dict(type="str"),
     max_failures=dict(type="int", default=0),
     max_delete_fraction=dict(type="float"),
     force_delete=dict(type="bool", default=False),
@@ -168,6 +181,11 @@ def main():
     from photo_sync.edge.engine import run_sync
 
     p = module.params
+    if p["bandwidth_limit"] is not None:
+        # The agent's own parser, so the task names the option and the entry at fault.
+        from photo_sync.edge import bandwidth
+        run_engine(module, "invalid photo-sync settings", bandwidth.parse,
+                   p["bandwidth_limit"], setting="bandwidth_limit")
     settings = edge_settings(module)
     summary = run_engine(module, "photo sync (%s) stopped" % p["mode"], run_sync, settings,
                          p["mode"], **sync_kwargs(module.check_mode,

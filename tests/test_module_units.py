@@ -311,6 +311,41 @@ def test_tls_options_reach_the_engine_settings(tmp_path, run_main):
     assert "ca_bundle" in result["msg"]
 
 
+@pytest.mark.parametrize("given, windows", [
+    (2000000, ((0, 2000000),)),  # an integer from YAML: bytes per second, as before
+    (0, ((0, 0),)),
+    ("512k", ((0, 512 * 1024),)),
+    ("off", ((0, 0),)),
+    ("08:00,512k 20:00,off", ((8 * 60, 512 * 1024), (20 * 60, 0))),
+], ids=["int-bytes", "int-zero", "rate", "off", "timetable"])
+def test_bandwidth_limit_reaches_the_engine_as_the_agent_reads_it(given, windows):
+    args = {"database_url": "postgresql:///x", "bandwidth_limit": given}
+    with patch_module_args(args):
+        module = AnsibleModule(argument_spec=photo_sync_pull.ARGUMENT_SPEC)
+        settings = common.edge_settings(module, need_ho=False)
+    assert tuple((w.start, w.rate) for w in settings.bandwidth_limit.windows) == windows
+
+
+@pytest.mark.parametrize("given, words", [
+    ("08:00,512 20:00,off", "entry '08:00,512': the rate '512' has no unit"),
+    ("20:00,1M 08:00,off", "entry '08:00,off': the times must be in increasing order"),
+    ("25:00,1M", "entry '25:00,1M': '25:00' is not a time of day"),
+    ("fast", "'fast' is not a rate"),
+], ids=["no-unit", "out-of-order", "bad-time", "not-a-rate"])
+def test_a_bad_bandwidth_limit_fails_the_task_naming_the_entry(pg, run_main, given, words):
+    url = pg.create_db("unit_bwlimit")
+    schema.ensure(url)
+    result = run_main(photo_sync_pull, {
+        "database_url": url, "ho_url": "http://127.0.0.1:9", "store_id":
+        "0b0e2f9a-4c55-4d1c-9d7e-3f1a2b3c4d5e", "store_secret": "not-shown-4b1f",
+        "bandwidth_limit": given})
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"invalid photo-sync settings: bandwidth_limit={given!r}")
+    assert words in result["msg"]
+    with psycopg.connect(url) as conn:  # refused before any run started
+        assert conn.execute("SELECT count(*) FROM photo_sync_run").fetchone()[0] == 0
+
+
 # Documentation ------------------------------------------------------------------------
 
 MODULES = {"pg_bytea_schema": pg_bytea_schema, "photo_sync_pull": photo_sync_pull,

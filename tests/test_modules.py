@@ -215,6 +215,22 @@ def test_photo_sync_pull_failures_are_clear_and_secret_free(module_ho, make_edge
     assert result.get("failed") and "database_url" in result["msg"]
 
 
+def test_photo_sync_pull_bandwidth_limit_takes_the_agents_forms(module_ho, make_edge,
+                                                                tmp_path):
+    edge = make_edge(module_ho)
+    args = {"config": str(edge.write_config(tmp_path / "edge.env")), "report": False}
+    # A timetable (rates high enough not to slow the test), as the agent's setting takes it.
+    result, output = ansible("photo_sync_pull", {**args, "mode": "full",
+                                                 "bandwidth_limit": "00:00,256M 12:00,off"})
+    assert result["changed"] is True and result["summary"]["downloaded"] == 12, output
+    # An integer (JSON, as YAML gives it) still means bytes per second.
+    result, output = ansible("photo_sync_pull", {**args, "bandwidth_limit": 268435456})
+    assert result.get("failed") is not True and result["summary"]["status"] == "ok", output
+    bad, output = ansible("photo_sync_pull", {**args, "bandwidth_limit": "08:00,512 20:00,off"})
+    assert bad.get("failed") and "entry '08:00,512'" in bad["msg"], output
+    assert "bandwidth_limit=" in bad["msg"] and "Traceback" not in output
+
+
 def test_pg_bytea_schema_reset_is_the_rollback(module_ho, make_edge, pg):
     """The rollback's reset through the module: check mode counts and changes nothing, the
     real run resets and clears, the database URL never shows, the next rollout heals."""

@@ -6,7 +6,6 @@ nginx alone with the photo server's own headers; everything else by the photo se
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import uuid
 
@@ -15,6 +14,7 @@ import requests
 
 from support import disks, testbed
 from support.gateway import nginx_missing
+from support.mirror import catalog_ids, linked
 from support.store_server import StoreNginx, photo_server
 
 # What each answer is compared on (nginx adds Server, Date, Connection of its own).
@@ -38,13 +38,6 @@ def mirror_env(folder, max_bytes: int = 10**9, min_free: int = 0) -> dict:
 def sync(edge, mode: str = "incremental", **mirror) -> None:
     result, summary = edge.pull(mode, extra_env=mirror_env(**mirror))
     assert result.returncode == 0 and summary["failed"] == 0, result.stderr
-
-
-def linked(folder) -> dict:
-    """{photo id: object name} of the mirror's links to bytes."""
-    links = {p.name: os.path.basename(os.readlink(p)) for p in (folder / "ids").iterdir()
-             if not p.name.startswith(".")}
-    return {k: v for k, v in links.items() if v != "gone"}
 
 
 def mirror_bytes(folder) -> int:
@@ -190,10 +183,7 @@ def test_replaced_and_deleted_photos_leave_the_mirror_at_the_next_sync(
     mirror = tmp_path / "mirror"
     sync(edge, "full", folder=mirror)
     files = sorted(folder.rglob("*.jpg"))
-    with ho.catalog() as conn:
-        ids = {path: conn.execute(
-            "SELECT id::text FROM product_photo WHERE product_id = %s AND filename = %s",
-            (uuid.UUID(path.parent.name), path.name)).fetchone()["id"] for path in files}
+    ids = catalog_ids(ho, files)
     replaced, deleted = files[0], files[1]
     old = edge.photos()[ids[replaced]][1]
     testbed.make_jpeg(replaced, 12 * 1024, seed=4300)

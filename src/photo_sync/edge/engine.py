@@ -653,12 +653,18 @@ def run_sync(settings: EdgeSettings, mode: str, *, dry_run: bool = False,
     reports). `list_ids` fills `summary.ids`."""
     # One client for the run and its reports: the reports reuse its token and connections.
     client = HOClient.from_settings(settings)
+    mirrored = bool(settings.serve_cache_dir) and not dry_run
     try:
+        # The photo mirror refreshes only what the run changed: the run names the ids.
         summary = SyncRun(settings, mode, dry_run=dry_run, force_delete=force_delete,
-                          list_ids=list_ids, progress=progress, client=client).execute()
-        if not dry_run:
-            from photo_sync.edge.mirror import refresh_after_sync
-            refresh_after_sync(settings)  # the photo mirror follows the table (never fails)
+                          list_ids=list_ids or mirrored, progress=progress,
+                          client=client).execute()
+        if mirrored:
+            from photo_sync.edge.mirror import changed_ids, refresh_after_sync
+            # The photo mirror follows the table (never fails the run).
+            refresh_after_sync(settings, changed_ids(summary))
+            if not list_ids:
+                summary.ids = None
         if report and not dry_run:
             from photo_sync.edge.reporter import deliver
             try:
