@@ -72,7 +72,7 @@ options:
 
 EXAMPLES = r"""
 - name: Migrate the store database for photo sync
-  pg_bytea_schema:
+  photosync.fleet.pg_bytea_schema:
     database_url: postgresql:///edge?host=/var/run/postgresql
     grant_to: photo_sync
   become: true
@@ -81,14 +81,14 @@ EXAMPLES = r"""
     ansible_python_interpreter: /opt/photo-sync/venv/bin/python
 
 - name: Reset every photo to pending and clear the bytes (rollback)
-  pg_bytea_schema:
+  photosync.fleet.pg_bytea_schema:
     config: /etc/photo-sync/edge.env
     state: reset
     clear_binary: true
   register: reset
 
 - name: Remove the sync columns but keep the photo bytes
-  pg_bytea_schema:
+  photosync.fleet.pg_bytea_schema:
     config: /etc/photo-sync/edge.env
     state: absent
 """
@@ -114,10 +114,9 @@ cleared:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.photo_sync_common import (
-    DATABASE_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
+    DATABASE_ARGS, argument_spec, edge_settings, new_module, run_engine)
 
 
 def reset_result(counts, queries):
@@ -152,12 +151,7 @@ ARGUMENT_SPEC = argument_spec(
 
 def main():
     """Entry point: ensure, remove or reset the photo schema of one store database."""
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
+    module = new_module(ARGUMENT_SPEC)
     from photo_sync.edge import schema
 
     settings = edge_settings(module, need_ho=False)

@@ -77,14 +77,14 @@ notes:
 
 EXAMPLES = r"""
 - name: Run the first full sync
-  photo_sync_pull:
+  photosync.fleet.photo_sync_pull:
     config: /etc/photo-sync/edge.env
     mode: full
   vars:
     ansible_python_interpreter: /opt/photo-sync/venv/bin/python
 
 - name: Catch up, capped at 2 MB/s, tolerating a few failed photos
-  photo_sync_pull:
+  photosync.fleet.photo_sync_pull:
     config: /etc/photo-sync/edge.env
     bandwidth_limit: 2000000
     max_failures: 5
@@ -126,11 +126,8 @@ report_pending:
   type: int
 """
 
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible.module_utils.photo_sync_common import (
-    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, new_module, run_engine)
 
 COUNTS = ("listed", "downloaded", "unchanged", "updated", "deleted", "failed", "bytes",
           "duration", "status")
@@ -172,12 +169,7 @@ ARGUMENT_SPEC = argument_spec(
 
 def main():
     """Entry point: one sync run (or, in check mode, the dry run of one)."""
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
+    module = new_module(ARGUMENT_SPEC)
     from photo_sync.edge.engine import run_sync
 
     p = module.params

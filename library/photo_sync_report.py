@@ -32,7 +32,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Deliver pending sync statuses to head office
-  photo_sync_report:
+  photosync.fleet.photo_sync_report:
     config: /etc/photo-sync/edge.env
   vars:
     ansible_python_interpreter: /opt/photo-sync/venv/bin/python
@@ -52,10 +52,9 @@ pending:
   sample: 0
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible.module_utils.photo_sync_common import (
-    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, new_module, run_engine)
 
 
 ARGUMENT_SPEC = argument_spec(DATABASE_ARGS, HO_ARGS)
@@ -70,12 +69,7 @@ def report_result(reported, pending, check_mode):
 
 def main():
     """Entry point: deliver (or, in check mode, count) the queued status reports."""
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
+    module = new_module(ARGUMENT_SPEC)
     from photo_sync.edge.reporter import deliver
 
     settings = edge_settings(module, need_ho=not module.check_mode)

@@ -73,7 +73,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Register the fleet's stores
-  photo_sync_store:
+  photosync.fleet.photo_sync_store:
     config: /etc/photo-sync/ho.env
     stores: "{{ ho_sync_api_stores }}"
   no_log: true
@@ -81,7 +81,7 @@ EXAMPLES = r"""
     ansible_python_interpreter: /opt/photo-sync-ho/venv/bin/python
 
 - name: Disable a store that was closed
-  photo_sync_store:
+  photosync.fleet.photo_sync_store:
     config: /etc/photo-sync/ho.env
     stores:
       - store_id: 6f1c2a9e-2b4f-4d7a-9a53-8c1d0e4b7f21
@@ -123,9 +123,8 @@ unchanged:
   sample: 498
 """
 
-from ansible.module_utils.basic import AnsibleModule
 
-from ansible.module_utils.photo_sync_common import require_photo_sync, run_engine
+from ansible.module_utils.photo_sync_common import new_module, run_engine
 
 ARGUMENT_SPEC = dict(
     config=dict(type="path"),
@@ -181,12 +180,7 @@ def apply_stores(params, check_mode):
 
 def main():
     """Entry point: make the listed stores so (or, in check mode, say what would change)."""
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
+    module = new_module(ARGUMENT_SPEC)
     outcome = run_engine(module, "registering the stores at head office failed", apply_stores,
                          module.params, module.check_mode)
     module.exit_json(**store_result(outcome, module._diff))

@@ -59,19 +59,19 @@ notes:
 
 EXAMPLES = r"""
 - name: Compare the store with HO, changing nothing
-  photo_sync_verify:
+  photosync.fleet.photo_sync_verify:
     config: /etc/photo-sync/edge.env
   check_mode: true
   vars:
     ansible_python_interpreter: /opt/photo-sync/venv/bin/python
 
 - name: Compare and mark the drift for the next sync
-  photo_sync_verify:
+  photosync.fleet.photo_sync_verify:
     config: /etc/photo-sync/edge.env
   register: verify
 
 - name: Download what was marked
-  photo_sync_pull:
+  photosync.fleet.photo_sync_pull:
     config: /etc/photo-sync/edge.env
   when: verify.counts.missing + verify.counts.stale + verify.counts.corrupt > 0
 """
@@ -110,11 +110,8 @@ duration:
   type: float
 """
 
-
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible.module_utils.photo_sync_common import (
-    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, require_photo_sync, run_engine)
+    DATABASE_ARGS, HO_ARGS, argument_spec, edge_settings, new_module, run_engine)
 
 KINDS = ("missing", "extra", "stale", "corrupt")
 # What a repair marks; extras wait for a full pull's guarded delete.
@@ -162,12 +159,7 @@ ARGUMENT_SPEC = argument_spec(
 
 def main():
     """Entry point: one verify of the store against HO, repairing unless in check mode."""
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        required_one_of=[("database_url", "config")],
-        supports_check_mode=True,
-    )
-    require_photo_sync(module)
+    module = new_module(ARGUMENT_SPEC)
     from photo_sync.edge.verify import verify
 
     p = module.params

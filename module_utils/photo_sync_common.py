@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     import photo_sync
@@ -67,6 +67,16 @@ def argument_spec(*parts, **extra):
         spec.update(part)
     spec.update(extra)
     return spec
+
+
+def new_module(spec):
+    """The module object every photo_sync module starts from: its argument spec, the
+    connection given as `database_url` or `config`, check mode, and the photo_sync
+    package importable (or the task fails saying which interpreter to use)."""
+    module = AnsibleModule(argument_spec=spec, required_one_of=[("database_url", "config")],
+                           supports_check_mode=True)
+    require_photo_sync(module)
+    return module
 
 
 def require_photo_sync(module):

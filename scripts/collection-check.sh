@@ -2,7 +2,8 @@
 # Build the photosync.fleet collection and check it the way Ansible reviewers and users do:
 #   1. `make collection` (scripts/build-collection.py) builds the tarball;
 #   2. ansible-galaxy installs that tarball into a scratch collections path;
-#   3. `ansible-test sanity` runs on the installed copy (every test that runs offline);
+#   3. `ansible-test sanity` and `ansible-test units` run on the installed copy (sanity: every
+#      test that runs offline);
 #   4. `ansible-doc` renders each module by FQCN, and a playbook resolves by FQCN.
 # Usage: scripts/collection-check.sh        (what `make test`'s collection stage runs)
 set -euo pipefail
@@ -14,7 +15,7 @@ python scripts/build-collection.py
 version=$(python -c 'import photo_sync; print(photo_sync.__version__)')
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-ansible-galaxy collection install --offline --no-deps -p "$scratch" \
+ANSIBLE_COLLECTIONS_PATH="$scratch" ansible-galaxy collection install --offline --no-deps -p "$scratch" \
     "build/photosync-fleet-$version.tar.gz" >/dev/null
 installed="$scratch/ansible_collections/photosync/fleet"
 
@@ -35,6 +36,10 @@ fi
 python_version=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 (cd "$installed" && ansible-test sanity --color no --requirements --python "$python_version" \
     --venv --skip-test shellcheck)
+# The modules' unit tests (collection/tests/unit), in ansible-test's own venv: no photo_sync
+# there, as on a controller without the store's venv.
+(cd "$installed" && ansible-test units --color no --requirements --python "$python_version" \
+    --venv)
 
 modules=$(cd library && ls ./*.py | sed 's|^\./||; s|\.py$||')
 for module in $modules; do
@@ -49,5 +54,5 @@ for playbook in $playbooks; do
         || { cat "$scratch/syntax.log" >&2; echo "collection-check: photosync.fleet.$playbook" \
              "does not load from the collection" >&2; exit 1; }
 done
-echo "collection-check: photosync.fleet $version: sanity clean;" \
+echo "collection-check: photosync.fleet $version: sanity clean, units pass;" \
      "$(echo "$modules" | wc -w) modules render and $(echo "$playbooks" | wc -w) playbooks load by FQCN"

@@ -238,7 +238,7 @@ set -a
 # shellcheck disable=SC1090
 . "$envfile"
 set +a
-export GNUPGHOME="$home/trust/gnupg" ANSIBLE_COLLECTIONS_PATH="$kit/pull/collections" \
+export GNUPGHOME="$home/trust/gnupg" ANSIBLE_COLLECTIONS_PATH="$home/checkout/collections:$kit/pull/collections" \
     ANSIBLE_PIPELINING=true ANSIBLE_PYTHON_INTERPRETER=auto_silent ANSIBLE_NOCOLOR=true \
     ANSIBLE_RETRY_FILES_ENABLED=false PYTHONUNBUFFERED=1
 exec "$venv/bin/ansible-pull" --url "$repo" --checkout "$branch" --directory "$home/checkout" \

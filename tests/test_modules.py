@@ -30,7 +30,7 @@ def ansible(module: str, args: dict, *flags: str) -> tuple[dict, str]:
            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "0"}
     proc = subprocess.run(
         [str(BIN / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
-         "-e", f"ansible_python_interpreter={sys.executable}", "-m", module,
+         "-e", f"ansible_python_interpreter={sys.executable}", "-m", f"photosync.fleet.{module}",
          "-a", json.dumps(args), *flags],
         env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     output = proc.stdout + proc.stderr

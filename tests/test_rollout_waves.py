@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 STORES = [f"store{n:02d}" for n in range(1, 10)]
-VALIDATE = "edge_photo_sync : Validating arguments against arg spec 'main'"
+VALIDATE = "photosync.fleet.edge_photo_sync : Validating arguments against arg spec 'main'"
 MISSING_ID = "missing required arguments: edge_photo_sync_store_id"
 
 
